@@ -1,0 +1,143 @@
+"""`shipyard`: run the pipeline, serve the production model, schedule runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+PARAMS = Path("params.yaml")
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def source_value(data: str) -> str:
+    """A --data value as ingest.source: SQLite URLs become their file (so DVC can hash it)."""
+    if data.startswith("sqlite:///"):
+        data = data.removeprefix("sqlite:///")
+    if "://" in data:
+        return data
+    path = Path(data).expanduser().resolve()
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def collect_overrides(
+    data: str | None, target: str | None, table: str | None, query: str | None, assignments: list[str]
+) -> list[tuple[list[str], Any]]:
+    from tasks.config import parse_assignment
+
+    overrides = [parse_assignment(text) for text in assignments]
+    named = {"source": data and source_value(data), "target": target, "table": table, "query": query}
+    overrides += [(["ingest", key], value) for key, value in named.items() if value is not None]
+    return overrides
+
+
+@app.command()
+def run(
+    data: Annotated[
+        str | None, typer.Option(help="CSV, TSV, Parquet or SQLite file, or a SQLAlchemy URL")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="the label column")] = None,
+    params: Annotated[Path, typer.Option(help="params file to start from")] = PARAMS,
+    set_: Annotated[list[str], typer.Option("--set", help="KEY.PATH=VALUE, e.g. train.epochs=5")] = [],  # noqa: B006
+    table: Annotated[str | None, typer.Option(help="SQL source: table to read")] = None,
+    query: Annotated[str | None, typer.Option(help="SQL source: query to run")] = None,
+    resume: Annotated[bool, typer.Option(help="continue training from the last checkpoint")] = False,
+) -> None:
+    """Run ingest → validate → train → evaluate → export → promote; unchanged stages are skipped.
+
+    The effective params (the file, --data, --target and --set) are written to params.yaml, as
+    `dvc exp run --set-param` does, so that `dvc repro` reproduces this run.
+    """
+    from flows.stages import check_layout
+    from tasks.config import apply_overrides
+    from tasks.errors import ShipyardError
+
+    try:
+        check_layout()
+        config = apply_overrides(params, collect_overrides(data, target, table, query, set_))
+    except ShipyardError as err:
+        fail(str(err))
+    from flows.pipeline import pipeline
+
+    state = pipeline(resume=resume, return_state=True)
+    if state.is_failed():
+        fail(state.message or "the pipeline failed", exit_code_of(state))
+    print_summary(config)
+
+
+def exit_code_of(state: Any) -> int:
+    data = state.data if isinstance(state.data, dict) else {}
+    return int(data.get("exit_code", 1))
+
+
+def print_summary(config: Any) -> None:
+    from rich.console import Console
+
+    from tasks import paths
+    from tasks.registry import production_version
+
+    registry = config.promote.registry
+    version = production_version(registry)
+    console = Console()
+    console.print("[bold green]pipeline finished[/]")
+    console.print(f"  model       {registry}/versions/{version}/model.onnx (production)")
+    console.print(f"  metrics     {paths.METRICS_FILE}   plots {paths.PLOTS_DIR}/")
+    console.print(f"  data report {paths.DATA_DOCS_DIR}/index.html")
+    console.print(f"  serve it    shipyard serve   (http://{config.serve.host}:{config.serve.port}/predict)")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (default: serve.host, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: serve.port)")] = None,
+) -> None:
+    """Serve the production model over HTTP with onnxruntime (GET /health, POST /predict)."""
+    from tasks.config import load_params
+    from tasks.errors import ShipyardError
+
+    try:
+        config = load_params()
+        from serving.app import serve as serve_registry
+
+        serve_registry(Path(config.promote.registry), host or config.serve.host, port or config.serve.port)
+    except ShipyardError as err:
+        fail(str(err))
+
+
+@app.command()
+def schedule(
+    cron: Annotated[str, typer.Option(help='cron expression, e.g. "0 3 * * *"')],
+    name: Annotated[str, typer.Option(help="deployment name")] = "scheduled",
+    apply_only: Annotated[bool, typer.Option(help="create/update the deployment and exit")] = False,
+) -> None:
+    """Create (or update) a scheduled Prefect deployment of the pipeline and serve its runs."""
+    from flows.schedule import build_deployment, serve_deployment
+
+    try:
+        deployment = build_deployment(name, cron)
+    except ValueError as err:
+        fail(f"--cron {cron!r}: {err}")
+    if apply_only:
+        deployment_id = deployment.apply()
+        typer.echo(f"deployment shipyard-pipeline/{name} ({deployment_id}) scheduled: {cron}")
+        return
+    serve_deployment(deployment)
+
+
+def main() -> None:
+    sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

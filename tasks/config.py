@@ -1,0 +1,201 @@
+"""params.yaml, loaded once into pydantic models; unknown keys and bad values fail with their key path."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.errors import ShipyardError
+from tasks.paths import DEFAULT_DATASET
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IngestParams(Section):
+    source: str = str(DEFAULT_DATASET)
+    target: str = "target"
+    table: str | None = None
+    query: str | None = None
+    format: Literal["auto", "csv", "tsv", "parquet", "sql"] = "auto"
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.15, gt=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_rows(self) -> IngestParams:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must be below 0.9")
+        return self
+
+
+class ColumnContract(Section):
+    type: Literal["numeric", "categorical"]
+    max_null_fraction: float = Field(0.0, ge=0, le=1)
+    min: float | None = None
+    max: float | None = None
+    values: list[Any] | None = None
+    critical: bool = True
+
+
+class Contract(Section):
+    columns: dict[str, ColumnContract]
+    labels: list[Any] | None = None
+    min_rows: int = Field(1, ge=1)
+    max_rows: int | None = None
+    max_duplicate_fraction: float = Field(0.0, ge=0, le=1)
+
+
+class ValidateParams(Section):
+    contract: Contract | None = None
+    suite: str | None = None
+    range_margin: float = Field(0.5, ge=0)
+    null_margin: float = Field(0.05, ge=0, le=1)
+    max_duplicate_fraction: float = Field(0.05, ge=0, le=1)
+
+
+class TrainParams(Section):
+    model: Literal["mlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [64, 32])
+    dropout: float = Field(0.1, ge=0, lt=1)
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(10, ge=1)
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class EvaluateParams(Section):
+    thresholds: dict[str, float] = Field(default_factory=lambda: {"accuracy": 0.8, "f1_macro": 0.75})
+    regression_metrics: list[str] = Field(default_factory=lambda: ["f1_macro"])
+    regression_tolerance: float = Field(0.01, ge=0)
+
+
+class ExportParams(Section):
+    opset: int = Field(17, ge=13)
+    parity_atol: float = Field(1e-4, gt=0)
+    parity_batch_sizes: list[int] = Field(default_factory=lambda: [1, 7, 64])
+    min_agreement: float = Field(0.999, ge=0, le=1)
+
+
+class PromoteParams(Section):
+    registry: str = "registry"
+
+
+class ServeParams(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class Params(Section):
+    ingest: IngestParams = Field(default_factory=IngestParams)
+    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    export: ExportParams = Field(default_factory=ExportParams)
+    promote: PromoteParams = Field(default_factory=PromoteParams)
+    serve: ServeParams = Field(default_factory=ServeParams)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @property
+    def validate_params(self) -> ValidateParams:
+        return self.validate_
+
+
+def _describe(error: dict[str, Any], source: str) -> str:
+    path = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{path}'"
+    got = error.get("input")
+    return f"{source}: {path}: {error['msg']} (got {got!r})"
+
+
+def parse_params(raw: dict[str, Any] | None, source: str = str(PARAMS_FILE)) -> Params:
+    """Validate a params mapping; the error names every bad key path."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as err:
+        raise ShipyardError("; ".join(_describe(e, source) for e in err.errors())) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ShipyardError(f"{path}: params file not found") from None
+    except yaml.YAMLError as err:
+        raise ShipyardError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ShipyardError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """What every stage's main() calls: params.yaml, validated."""
+    return parse_params(read_yaml(path), str(path))
+
+
+def parse_assignment(text: str) -> tuple[list[str], Any]:
+    """`train.epochs=5` -> (["train", "epochs"], 5); the value is read as a YAML scalar or list."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ShipyardError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. train.epochs=5")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(
+    path: str | Path, overrides: list[tuple[list[str], Any]], out: str | Path = PARAMS_FILE
+) -> Params:
+    """Apply (key path, value) overrides to a params file, validate, and write the result to `out`.
+
+    Like `dvc exp run --set-param`: the effective params land in params.yaml (comments kept), so that
+    `dvc repro` reproduces exactly what ran. Nothing is written when validation fails or nothing changed.
+    """
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    source = Path(path)
+    read_yaml(source)  # a missing or malformed file fails here with a clear message
+    doc = rt.load(source.read_text(encoding="utf-8")) or {}
+    for keys, value in overrides:
+        node = doc
+        for depth, key in enumerate(keys[:-1]):
+            if node.get(key) is None:
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                section = ".".join(keys[: depth + 1])
+                raise ShipyardError(f"--set {'.'.join(keys)}: '{section}' is not a section")
+        node[keys[-1]] = value
+    new_text = _dump(rt, doc)
+    params = parse_params(yaml.safe_load(new_text), f"{source} with --set")
+    target = Path(out)
+    if not target.exists() or target.read_text(encoding="utf-8") != new_text:
+        from tasks.io import write_text
+
+        write_text(target, new_text)
+    return params
+
+
+def _dump(rt: Any, doc: Any) -> str:
+    buf = io.StringIO()
+    rt.dump(doc, buf)
+    return buf.getvalue()

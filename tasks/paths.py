@@ -1,0 +1,35 @@
+"""Where each stage reads and writes, relative to the project root (dvc.yaml lists the same paths)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_DATASET = Path("data/raw/breast_cancer.csv")
+
+SPLITS_DIR = Path("data/splits")
+SPLITS = ("train", "val", "test")
+INGEST_REPORT = Path("data/ingest.json")
+
+VALIDATION_DIR = Path("reports/validation")
+VALIDATION_RESULTS = VALIDATION_DIR / "results.json"
+INFERRED_SUITE = VALIDATION_DIR / "suite.json"
+DATA_DOCS_DIR = VALIDATION_DIR / "docs"
+
+MODEL_DIR = Path("models")
+MODEL_FILE = MODEL_DIR / "model.pt"
+CHECKPOINT_DIR = MODEL_DIR / "checkpoints"
+TRAIN_REPORT = Path("reports/train.json")
+
+METRICS_FILE = Path("reports/metrics.json")
+PLOTS_DIR = Path("reports/plots")
+BLESSING_FILE = Path("reports/blessing.json")
+
+EXPORT_DIR = Path("export")
+ONNX_FILE = EXPORT_DIR / "model.onnx"
+MANIFEST_FILE = EXPORT_DIR / "manifest.json"
+
+PROMOTION_REPORT = Path("reports/promotion.json")
+
+
+def split_path(name: str) -> Path:
+    return SPLITS_DIR / f"{name}.parquet"
