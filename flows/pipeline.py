@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -25,9 +26,13 @@ def retry_on_io_error(task: Any, task_run: Any, state: State) -> bool:
 
 
 @task(task_run_name="{name}", retries=0)
-def stage(name: str, resume: bool = False) -> State:
-    """Run one stage unless DVC says it is up to date; record it in dvc.lock when it ran."""
-    if stages.is_up_to_date(name):
+def stage(name: str, stale: bool, recheck: bool, resume: bool = False) -> State:
+    """Run one stage unless DVC says it is up to date; record it in dvc.lock when it ran.
+
+    `stale` is DVC's verdict from the start of the run; once an upstream stage has run (`recheck`),
+    DVC is asked again, since a stage's inputs may have changed under it.
+    """
+    if not (stages.is_up_to_date(name) if recheck else not stale):
         return Completed(name="Skipped", message=f"{name}: unchanged", data={"stage": name, "skipped": True})
     started = time.perf_counter()
     try:
@@ -45,12 +50,15 @@ def stage(name: str, resume: bool = False) -> State:
 def pipeline(resume: bool = False) -> list[dict[str, Any]]:
     """ingest → validate → train → evaluate → export → promote, as in dvc.yaml."""
     stages.check_layout()
-    results = []
+    logging.getLogger("shipyard").setLevel(logging.INFO)  # stage loggers, shown through Prefect's handlers
+    stale = stages.stale_stages()
+    results: list[dict[str, Any]] = []
     for name in stages.STAGES:
         options = {"retries": 2, "retry_delay_seconds": 1, "retry_condition_fn": retry_on_io_error}
         runner = stage.with_options(**options) if name in IO_STAGES else stage
-        state = runner(name, resume=resume, return_state=True)
+        recheck = any(not r["skipped"] for r in results)
+        state = runner(name, name in stale, recheck, resume=resume, return_state=True)
         if state.is_failed():
-            return Failed(message=state.message, data=results)
+            return Failed(message=state.message, data=state.data)
         results.append(state.result())
     return results

@@ -32,8 +32,13 @@ def dvc_repo(root: str = ".") -> Any:
     return Repo(root)
 
 
+def stale_stages() -> set[str]:
+    """Stages whose deps, params or outs differ from dvc.lock (one DVC status for the whole pipeline)."""
+    return {name.split(":")[-1] for name in dvc_repo().status()}
+
+
 def is_up_to_date(name: str) -> bool:
-    """DVC's verdict for one stage: deps, params and outs all match dvc.lock."""
+    """DVC's verdict for one stage, asked again after an upstream stage has run."""
     return not dvc_repo().status(targets=[name])
 
 

@@ -172,6 +172,7 @@ def apply_overrides(
 
     rt = YAML()
     rt.preserve_quotes = True
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     source = Path(path)
     read_yaml(source)  # a missing or malformed file fails here with a clear message
     doc = rt.load(source.read_text(encoding="utf-8")) or {}
