@@ -57,14 +57,17 @@ def run(
     """Run ingest → validate → train → evaluate → export → promote; unchanged stages are skipped.
 
     The effective params (the file, --data, --target and --set) are written to params.yaml, as
-    `dvc exp run --set-param` does, so that `dvc repro` reproduces this run.
+    `dvc exp run --set-param` does, so that `dvc repro` reproduces this run; a run that fails puts the
+    previous params.yaml back.
     """
     from flows.stages import check_layout
     from tasks.config import apply_overrides
     from tasks.errors import ShipyardError
+    from tasks.io import write_bytes
 
     try:
         check_layout()
+        previous = PARAMS.read_bytes()
         config = apply_overrides(params, collect_overrides(data, target, table, query, set_))
     except ShipyardError as err:
         fail(str(err))
@@ -72,6 +75,8 @@ def run(
 
     state = pipeline(resume=resume, return_state=True)
     if state.is_failed():
+        if PARAMS.read_bytes() != previous:
+            write_bytes(PARAMS, previous)
         fail(state.message or "the pipeline failed", exit_code_of(state))
     print_summary(config)
 

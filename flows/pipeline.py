@@ -32,7 +32,8 @@ def stage(name: str, stale: bool, recheck: bool, resume: bool = False) -> State:
     `stale` is DVC's verdict from the start of the run; once an upstream stage has run (`recheck`),
     DVC is asked again, since a stage's inputs may have changed under it.
     """
-    if not (stages.is_up_to_date(name) if recheck else not stale):
+    up_to_date = stages.is_up_to_date(name) if recheck else not stale
+    if up_to_date:
         return Completed(name="Skipped", message=f"{name}: unchanged", data={"stage": name, "skipped": True})
     started = time.perf_counter()
     try:

@@ -25,15 +25,19 @@ STAGES: dict[str, str] = {
 
 
 @cache
-def dvc_repo(root: str = ".") -> Any:
+def dvc_repo() -> Any:
     from dvc.repo import Repo
 
     logging.getLogger("dvc").setLevel(logging.WARNING)
-    return Repo(root)
+    return Repo(".")
 
 
 def stale_stages() -> set[str]:
-    """Stages whose deps, params or outs differ from dvc.lock (one DVC status for the whole pipeline)."""
+    """Stages whose deps, params or outs differ from dvc.lock (one DVC status for the whole pipeline).
+
+    Called at the start of each run: it opens a fresh view of the project (dvc.yaml, params, cwd).
+    """
+    dvc_repo.cache_clear()
     return {name.split(":")[-1] for name in dvc_repo().status()}
 
 
