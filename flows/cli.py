@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -71,8 +72,12 @@ def run(
         config = apply_overrides(params, collect_overrides(data, target, table, query, set_))
     except ShipyardError as err:
         fail(str(err))
+    from flows.prefect_api import start_temporary_api
+
+    ready = start_temporary_api()  # before importing Prefect, so its start overlaps the imports
     from flows.pipeline import pipeline
 
+    ready()
     state = pipeline(resume=resume, return_state=True)
     if state.is_failed():
         if PARAMS.read_bytes() != previous:
@@ -141,6 +146,7 @@ def schedule(
 
 
 def main() -> None:
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side usage analytics: off
     sys.exit(app())
 
 
