@@ -153,9 +153,11 @@ def parse_assignment(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ShipyardError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. train.epochs=5")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
+    from ruamel.yaml import YAML, YAMLError
+
+    try:  # YAML 1.2, as DVC reads params: 1e-3 is a number
+        parsed = YAML(typ="safe", pure=True).load(value) if value.strip() else None
+    except YAMLError:
         parsed = value
     return key.strip().split("."), parsed
 
@@ -172,7 +174,9 @@ def apply_overrides(
 
     rt = YAML()
     rt.preserve_quotes = True
-    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    rt.representer.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     source = Path(path)
     read_yaml(source)  # a missing or malformed file fails here with a clear message
     doc = rt.load(source.read_text(encoding="utf-8")) or {}

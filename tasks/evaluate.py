@@ -60,9 +60,10 @@ def compute_metrics(y: np.ndarray, proba: np.ndarray, labels: list[Any]) -> dict
 def _safe(metric, *args, **kwargs) -> float | None:
     """None where a metric is undefined (e.g. a class absent from the test split)."""
     try:
-        return float(metric(*args, **kwargs))
+        value = float(metric(*args, **kwargs))
     except ValueError:
         return None
+    return value if np.isfinite(value) else None
 
 
 def _plain(value: Any) -> Any:
@@ -76,11 +77,13 @@ def bless(metrics: dict[str, Any], params: EvaluateParams, production: dict[str,
     reasons = []
     for name, minimum in params.thresholds.items():
         value = metrics.get(name)
-        if value is None or value < minimum:
+        if value is None or not value >= minimum:  # NaN never passes
             reasons.append(f"{name} {_fmt(value)} is below the threshold {minimum}")
     for name in params.regression_metrics if production else []:
         current, candidate = production.get(name), metrics.get(name)
-        if current is not None and (candidate is None or candidate < current - params.regression_tolerance):
+        if current is not None and (
+            candidate is None or not candidate >= current - params.regression_tolerance
+        ):
             reasons.append(
                 f"{name} {_fmt(candidate)} is worse than production's {current:.4f} "
                 f"by more than {params.regression_tolerance}"

@@ -60,9 +60,13 @@ def check_parity(model: Any, path: Path, x: np.ndarray, params: ExportParams) ->
         expected = model(torch.from_numpy(x))[0].numpy()
     report = {}
     for batch in params.parity_batch_sizes:
-        got = np.concatenate(
-            [session.run([OUTPUTS[0]], {INPUT: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
-        )
+        try:
+            got = np.concatenate(
+                [session.run([OUTPUTS[0]], {INPUT: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+            )
+        except Exception as err:  # onnxruntime's own error types, e.g. a batch axis frozen at export
+            reason = str(err).splitlines()[0]
+            raise ShipyardError(f"ONNX parity failed at batch size {batch}: {reason}") from None
         max_diff = float(np.abs(got - expected).max())
         agreement = float((got.argmax(1) == expected.argmax(1)).mean())
         report[str(batch)] = {"max_abs_diff": max_diff, "class_agreement": agreement}

@@ -59,13 +59,17 @@ def read_sql(source: str, table: str | None, query: str | None) -> pd.DataFrame:
     url = source if "://" in source else f"sqlite:///{Path(source).resolve()}"
     if not (table or query):
         raise ShipyardError(f"{source}: a SQL source needs ingest.table or ingest.query")
-    engine = sqlalchemy.create_engine(url)
+    try:
+        engine = sqlalchemy.create_engine(url)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as err:
+        raise ShipyardError(f"{source}: cannot open this database URL: {err}") from None
     try:
         with engine.connect() as conn:
             sql = query or f"SELECT * FROM {_quote(table)}"
             return pd.read_sql(sqlalchemy.text(sql), conn)
     except sqlalchemy.exc.SQLAlchemyError as err:
-        raise ShipyardError(f"{source}: SQL read failed: {str(err.orig or err).splitlines()[0]}") from None
+        reason = str(getattr(err, "orig", None) or err).splitlines()[0]
+        raise ShipyardError(f"{source}: SQL read failed: {reason}") from None
     finally:
         engine.dispose()
 
@@ -97,6 +101,9 @@ def read_source(params: IngestParams) -> pd.DataFrame:
     except (pd.errors.ParserError, ValueError, OSError) as err:
         raise ShipyardError(f"{source}: cannot read as {fmt}: {str(err).splitlines()[0]}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    repeated = frame.columns[frame.columns.duplicated()].unique().tolist()
+    if repeated:
+        raise ShipyardError(f"{source}: duplicate column names {repeated} (after trimming spaces)")
     if frame.empty:
         raise ShipyardError(f"{source}: no data rows (header only?)")
     return frame
@@ -109,6 +116,9 @@ def clean_rows(frame: pd.DataFrame, target: str, source: str) -> tuple[pd.DataFr
         raise ShipyardError(f"{source}: target column '{target}' not found (columns: {columns})")
     deduped = frame.drop_duplicates(ignore_index=True)
     labelled = deduped[deduped[target].notna()].reset_index(drop=True)
+    labels = labelled[target]
+    if pd.api.types.is_float_dtype(labels) and (labels % 1 == 0).all():
+        labelled[target] = labels.astype("int64")  # ints read as floats because of an empty label cell
     classes = labelled[target].nunique()
     if classes < 2:
         raise ShipyardError(f"{source}: target '{target}' has {classes} class(es); need at least 2")
@@ -131,13 +141,19 @@ def split_dataset(frame: pd.DataFrame, target: str, params: IngestParams) -> dic
             f"target '{target}': class {rare!r} has {smallest} row(s); a stratified split needs at least 3"
         )
     holdout = params.val_fraction + params.test_fraction
-    train, rest = train_test_split(frame, test_size=holdout, stratify=frame[target], random_state=params.seed)
-    val, test = train_test_split(
-        rest,
-        test_size=params.test_fraction / holdout,
-        stratify=rest[target],
-        random_state=params.seed,
-    )
+    try:
+        train, rest = train_test_split(
+            frame, test_size=holdout, stratify=frame[target], random_state=params.seed
+        )
+        val, test = train_test_split(
+            rest, test_size=params.test_fraction / holdout, stratify=rest[target], random_state=params.seed
+        )
+    except ValueError as err:
+        counts = frame[target].value_counts().to_dict()
+        raise ShipyardError(
+            f"target '{target}': cannot split {len(frame)} rows into stratified train/val/test "
+            f"(class counts {counts}): {err}; add rows or change ingest.val_fraction/test_fraction"
+        ) from None
     return {"train": train, "val": val, "test": test}
 
 

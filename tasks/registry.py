@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import ShipyardError
-from tasks.io import read_json, write_json
+from tasks.io import read_json, umask, write_json
 
 POINTER = "production.json"
 MANIFEST = "manifest.json"
@@ -51,6 +51,7 @@ def publish_version(registry: str | Path, files: list[Path], manifest: dict[str,
     root = Path(registry) / "versions"
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700; a published version is world-readable
     try:
         for file in files:
             shutil.copy2(file, staging / file.name)

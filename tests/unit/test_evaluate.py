@@ -1,0 +1,215 @@
+"""evaluate: metrics agree with scikit-learn, the blessing gate's reasons, and the stage's reports."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from tasks import evaluate
+from tasks.config import EvaluateParams
+from tasks.errors import GateFailed
+from tasks.evaluate import bless, compute_metrics
+from tasks.paths import BLESSING_FILE, METRICS_FILE, MODEL_FILE, PLOTS_DIR, split_path
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def random_proba(n: int, k: int, seed: int) -> np.ndarray:
+    raw = np.random.default_rng(seed).random((n, k)) + 0.05
+    return raw / raw.sum(1, keepdims=True)
+
+
+def noisy_truth(proba: np.ndarray, seed: int) -> np.ndarray:
+    """Labels that agree with the argmax about 70 % of the time, every class present."""
+    rng = np.random.default_rng(seed)
+    y = np.where(rng.random(len(proba)) < 0.7, proba.argmax(1), rng.integers(0, proba.shape[1], len(proba)))
+    y[: proba.shape[1]] = np.arange(proba.shape[1])
+    return y
+
+
+# ---- compute_metrics ----------------------------------------------------------------------------------
+
+
+def test_binary_metrics_match_sklearn() -> None:
+    proba = random_proba(50, 2, seed=1)
+    y = noisy_truth(proba, seed=2)
+    pred = proba.argmax(1)
+    got = compute_metrics(y, proba, ["benign", "malignant"])
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert got["precision_macro"] == pytest.approx(skm.precision_score(y, pred, average="macro"))
+    assert got["recall_macro"] == pytest.approx(skm.recall_score(y, pred, average="macro"))
+    assert got["f1_macro"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert got["roc_auc"] == pytest.approx(skm.roc_auc_score(y, proba[:, 1]))
+    assert got["pr_auc"] == pytest.approx(skm.average_precision_score(y, proba[:, 1]))
+    assert got["log_loss"] == pytest.approx(skm.log_loss(y, proba))
+    assert got["rows"] == 50
+    assert list(got["per_class"]) == ["benign", "malignant"]
+    f1 = skm.f1_score(y, pred, average=None)
+    assert [c["f1"] for c in got["per_class"].values()] == pytest.approx(f1)
+    assert [c["support"] for c in got["per_class"].values()] == np.bincount(y).tolist()
+
+
+def test_multiclass_metrics_match_sklearn() -> None:
+    proba = random_proba(60, 3, seed=3)
+    y = noisy_truth(proba, seed=4)
+    pred = proba.argmax(1)
+    got = compute_metrics(y, proba, [0, 1, 2])
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert got["f1_macro"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert got["roc_auc"] == pytest.approx(skm.roc_auc_score(y, proba, multi_class="ovr", average="macro"))
+    onehot = np.eye(3)[y]
+    assert got["pr_auc"] == pytest.approx(skm.average_precision_score(onehot, proba, average="macro"))
+    assert got["log_loss"] == pytest.approx(skm.log_loss(y, proba))
+    assert list(got["per_class"]) == ["0", "1", "2"]
+    recall = skm.recall_score(y, pred, average=None)
+    assert [c["recall"] for c in got["per_class"].values()] == pytest.approx(recall)
+
+
+def test_metrics_are_plain_json() -> None:
+    proba = random_proba(20, 3, seed=5)
+    got = compute_metrics(noisy_truth(proba, seed=6), proba, ["a", "b", "c"])
+    assert json.loads(json.dumps(got, allow_nan=False)) == got
+    assert all(type(v) in (float, int) for k, v in got.items() if k != "per_class")
+
+
+def test_a_class_absent_from_the_test_split_does_not_crash() -> None:
+    proba = random_proba(12, 3, seed=7)
+    y = np.array([0, 1] * 6)  # class 2 never appears
+    got = compute_metrics(y, proba, ["a", "b", "c"])
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, proba.argmax(1)))
+    assert got["per_class"]["c"]["support"] == 0
+    assert got["log_loss"] == pytest.approx(skm.log_loss(y, proba, labels=[0, 1, 2]))
+
+
+@pytest.mark.parametrize(("k", "y"), [(3, [0, 1] * 6), (2, [1] * 12)], ids=["multiclass", "binary"])
+def test_roc_auc_is_none_when_a_class_is_absent(k: int, y: list[int]) -> None:
+    got = compute_metrics(np.array(y), random_proba(12, k, seed=8), [str(i) for i in range(k)])
+    assert got["roc_auc"] is None
+    json.dumps(got, allow_nan=False)
+
+
+# ---- bless --------------------------------------------------------------------------------------------
+
+GATE = EvaluateParams(thresholds={"accuracy": 0.8, "f1_macro": 0.75}, regression_metrics=["f1_macro"])
+
+
+def test_good_metrics_are_blessed() -> None:
+    assert bless({"accuracy": 0.9, "f1_macro": 0.85}, GATE, None) == []
+    assert bless({"accuracy": 0.8, "f1_macro": 0.75}, GATE, None) == []  # at the threshold passes
+
+
+def test_below_threshold_names_the_metric() -> None:
+    reasons = bless({"accuracy": 0.79, "f1_macro": 0.9}, GATE, None)
+    assert reasons == ["accuracy 0.7900 is below the threshold 0.8"]
+
+
+def test_missing_or_undefined_metric_is_not_blessed() -> None:
+    params = EvaluateParams(thresholds={"roc_auc": 0.9}, regression_metrics=[])
+    assert bless({"roc_auc": None}, params, None) == ["roc_auc undefined is below the threshold 0.9"]
+    assert bless({}, params, None) == ["roc_auc undefined is below the threshold 0.9"]
+
+
+def test_nan_metric_is_not_blessed() -> None:
+    params = EvaluateParams(thresholds={"roc_auc": 0.9}, regression_metrics=[])
+    assert bless({"roc_auc": math.nan}, params, None) != []
+
+
+def test_regression_beyond_tolerance_is_not_blessed() -> None:
+    reasons = bless({"accuracy": 0.9, "f1_macro": 0.85}, GATE, {"f1_macro": 0.87})
+    assert len(reasons) == 1
+    assert "f1_macro 0.8500 is worse than production's 0.8700 by more than 0.01" in reasons[0]
+
+
+def test_regression_within_tolerance_is_blessed() -> None:
+    assert bless({"accuracy": 0.9, "f1_macro": 0.865}, GATE, {"f1_macro": 0.87}) == []
+    assert bless({"accuracy": 0.9, "f1_macro": 0.95}, GATE, {"f1_macro": 0.87}) == []
+
+
+def test_regression_checks_only_what_production_has() -> None:
+    assert bless({"accuracy": 0.9, "f1_macro": 0.85}, GATE, {"accuracy": 0.99}) == []
+    reasons = bless({"accuracy": 0.9}, EvaluateParams(thresholds={}), {"f1_macro": 0.8})
+    assert reasons == ["f1_macro undefined is worse than production's 0.8000 by more than 0.01"]
+
+
+def test_both_kinds_of_reason_are_reported() -> None:
+    reasons = bless({"accuracy": 0.5, "f1_macro": 0.5}, GATE, {"f1_macro": 0.9})
+    assert [r.split()[0] for r in reasons] == ["accuracy", "f1_macro", "f1_macro"]
+
+
+# ---- run ----------------------------------------------------------------------------------------------
+
+
+def save_constant_model(class_index: int) -> None:
+    """A model that predicts one class whatever the input: the 'bad model' of these tests."""
+    import torch
+
+    from tasks.config import TrainParams
+    from tasks.features import fit_features, label_values
+    from tasks.model import build_model, save_model
+
+    train = pd.read_parquet(split_path("train"))
+    spec, labels = fit_features(train, "label"), label_values(train["label"])
+    params = TrainParams(hidden=[4], dropout=0.0)
+    model = build_model(spec, len(labels), params)
+    last = model.mlp[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([10.0 if i == class_index else 0.0 for i in range(len(labels))]))
+    save_model(MODEL_FILE, model, spec, labels, params)
+
+
+def test_run_blesses_a_good_model(fitted_project: Path, fitted_params) -> None:
+    result = evaluate.run(fitted_params)
+    metrics = json.loads(METRICS_FILE.read_text(encoding="utf-8"))
+    blessing = json.loads(BLESSING_FILE.read_text(encoding="utf-8"))
+    assert metrics == result["metrics"] and metrics["accuracy"] >= 0.8
+    assert metrics["rows"] == len(pd.read_parquet(split_path("test")))
+    assert blessing == {"blessed": True, "reasons": [], "compared_with": None}
+    for name in ("confusion.csv", "roc.csv", "pr.csv", "confusion.png", "roc.png", "pr.png"):
+        assert (PLOTS_DIR / name).stat().st_size > 0, name
+    confusion = pd.read_csv(PLOTS_DIR / "confusion.csv")
+    assert len(confusion) == metrics["rows"] and set(confusion["actual"]) <= {"no", "yes"}
+
+
+def test_run_refuses_a_bad_model_but_writes_its_reports(fitted_project: Path, fitted_params) -> None:
+    save_constant_model(0)
+    with pytest.raises(GateFailed, match=r"model not blessed .*accuracy 0\.\d{4} is below the threshold 0.8"):
+        evaluate.run(fitted_params)
+    metrics = json.loads(METRICS_FILE.read_text(encoding="utf-8"))
+    blessing = json.loads(BLESSING_FILE.read_text(encoding="utf-8"))
+    assert metrics["accuracy"] == pytest.approx(0.5, abs=0.05)
+    assert metrics["per_class"]["yes"]["recall"] == 0.0
+    assert blessing["blessed"] is False
+    assert any(r.startswith("accuracy ") for r in blessing["reasons"])
+    assert any(r.startswith("f1_macro ") for r in blessing["reasons"])
+
+
+def test_run_compares_with_production(fitted_project: Path, fitted_params) -> None:
+    from tasks.registry import publish_version, set_production
+
+    Path("model.onnx").write_bytes(b"onnx")
+    version = publish_version(
+        fitted_params.promote.registry, [Path("model.onnx")], {"metrics": {"f1_macro": 1.5}, "files": {}}
+    )
+    set_production(fitted_params.promote.registry, version)
+    with pytest.raises(GateFailed, match="worse than production's 1.5000"):
+        evaluate.run(fitted_params)
+    blessing = json.loads(BLESSING_FILE.read_text(encoding="utf-8"))
+    assert blessing["blessed"] is False and blessing["compared_with"] == version == "v0001"
+
+
+def test_run_does_not_bless_an_undefined_metric(fitted_project: Path, fitted_params) -> None:
+    test = pd.read_parquet(split_path("test"))
+    test[test["label"] == "yes"].to_parquet(split_path("test"), index=False)
+    params = fitted_params.model_copy(
+        update={"evaluate": EvaluateParams(thresholds={"roc_auc": 0.9}, regression_metrics=[])}
+    )
+    with pytest.raises(GateFailed, match="roc_auc undefined"):
+        evaluate.run(params)
+    json.loads(METRICS_FILE.read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(c))
