@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -77,6 +78,8 @@ def start_temporary_api() -> Callable[[], None]:
     url = f"http://127.0.0.1:{port}/api"
     process = _start(port)
     atexit.register(_stop, process)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # let exit handlers run on SIGTERM too
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ["PREFECT_API_URL"] = url
     return lambda: _wait_ready(process, url)
 

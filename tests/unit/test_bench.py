@@ -1,17 +1,12 @@
 """The benchmarks' pure helpers: statistics, goal checks, tables, results files, log parsing."""
 
 import json
-import sys
-from pathlib import Path
+from datetime import datetime
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is not an installed package
-    sys.path.insert(0, str(ROOT))
-
-from bench.common import median, meets, ratio, render_table, share, verdict, write_results  # noqa: E402
-from bench.pipeline import STAGES, BenchError, Run, excluded, param_change_ok, stage_times  # noqa: E402
+from bench.common import median, meets, ratio, render_table, share, verdict, write_results
+from bench.pipeline import STAGES, BenchError, Run, excluded, param_change_ok, phases, stage_times
 
 
 def test_median_and_ratios():
@@ -46,7 +41,7 @@ def test_stage_times_from_prefect_log():
     lines[3] = "Task run 'train' - Finished in state Completed('train: ran in 5.48 s')"
     times = stage_times("\n".join(lines))
     assert times["train"] == 5.48 and times["ingest"] is None
-    assert param_change_ok(Run("x", 1.0, "", times))
+    assert param_change_ok(Run("x", 1.0, "", stages=times))
     with pytest.raises(BenchError, match="promote"):
         stage_times("\n".join(lines[:-1]))
 
@@ -55,3 +50,12 @@ def test_copy_excludes_outputs_and_caches(tmp_path):
     names = ["data", "tasks", ".venv", "dvc.yaml", "__pycache__", "shipyard.egg-info"]
     assert excluded(tmp_path, str(tmp_path), names) == {"data", ".venv", "__pycache__", "shipyard.egg-info"}
     assert excluded(tmp_path, str(tmp_path / ".dvc"), ["cache", "config"]) == {"cache"}
+
+
+def test_phases_split_a_run_at_its_flow_run_log_lines():
+    output = (
+        "12:00:05.000 | INFO    | Flow run 'a-b' - Beginning flow run 'a-b' for flow 'shipyard-pipeline'\n"
+        "12:00:07.500 | INFO    | Flow run 'a-b' - Finished in state Completed()\n"
+    )
+    run = Run("no-op", 9.0, output, started_at=datetime(2026, 1, 1, 12, 0, 0).timestamp())
+    assert phases(run) == {"before_flow": 5.0, "flow": 2.5, "after_flow": 1.5, "total": 9.0}
