@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 
 class ShipyardError(Exception):
@@ -31,3 +33,13 @@ def report_errors(main: Callable[..., None]) -> Callable[..., None]:
             sys.exit(err.exit_code)
 
     return wrapper
+
+
+@report_errors
+def stage_main(run: Callable[..., Any], **kwargs: Any) -> None:
+    """The body of `python -m tasks.<stage>`: params.yaml in, quiet logs, one-line errors out."""
+    from tasks.config import load_params
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    run(load_params(), **kwargs)

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.config import EvaluateParams, Params, load_params
-from tasks.errors import GateFailed, report_errors
+from tasks.config import EvaluateParams, Params
+from tasks.errors import GateFailed, stage_main
 from tasks.features import encode_frame, encode_labels
 from tasks.io import atomic_write, write_json, write_text
 from tasks.paths import BLESSING_FILE, METRICS_FILE, MODEL_FILE, PLOTS_DIR, split_path
@@ -178,11 +178,5 @@ def run(params: Params) -> dict[str, Any]:
     return {"metrics": metrics, "blessing": blessing}
 
 
-@report_errors
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run(load_params())
-
-
 if __name__ == "__main__":
-    main()
+    stage_main(run)

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.config import ExportParams, Params, load_params
-from tasks.errors import ShipyardError, report_errors
+from tasks.config import ExportParams, Params
+from tasks.errors import ShipyardError, stage_main
 from tasks.features import encode_frame
 from tasks.io import atomic_write, read_json, sha256_file, write_json
 from tasks.paths import INGEST_REPORT, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, ONNX_FILE, split_path
@@ -157,11 +157,5 @@ def run(params: Params) -> dict[str, Any]:
     return manifest
 
 
-@report_errors
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run(load_params())
-
-
 if __name__ == "__main__":
-    main()
+    stage_main(run)

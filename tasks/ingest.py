@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.config import IngestParams, Params, load_params
-from tasks.errors import ShipyardError, report_errors
+from tasks.config import IngestParams, Params
+from tasks.errors import ShipyardError, stage_main
 from tasks.io import atomic_write, sha256_file, write_json
 from tasks.paths import DEFAULT_DATASET, INGEST_REPORT, SPLITS, split_path
 
@@ -196,16 +196,13 @@ def run(params: Params) -> dict[str, object]:
     return report
 
 
-@report_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write-default", action="store_true", help="write the embedded default CSV")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.write_default:
-        log.info("wrote %s", write_default_dataset())
+    if parser.parse_args(argv).write_default:
+        print(f"wrote {write_default_dataset()}")
         return
-    run(load_params())
+    stage_main(run)
 
 
 if __name__ == "__main__":

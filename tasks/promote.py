@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tasks.config import Params, load_params
-from tasks.errors import GateFailed, ShipyardError, report_errors
+from tasks.config import Params
+from tasks.errors import GateFailed, ShipyardError, stage_main
 from tasks.io import read_json, sha256_file, write_json
 from tasks.paths import BLESSING_FILE, MANIFEST_FILE, PROMOTION_REPORT
 from tasks.registry import production_manifest, publish_version, set_production
@@ -46,11 +46,5 @@ def run(params: Params) -> dict[str, Any]:
     return report
 
 
-@report_errors
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run(load_params())
-
-
 if __name__ == "__main__":
-    main()
+    stage_main(run)

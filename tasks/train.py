@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from tasks.config import Params, TrainParams, load_params
-from tasks.errors import ShipyardError, report_errors
+from tasks.config import Params, TrainParams
+from tasks.errors import ShipyardError, stage_main
 from tasks.features import encode_frame, encode_labels, fit_features, label_values
 from tasks.io import atomic_write, write_json
 from tasks.model import build_model, save_model
@@ -193,13 +193,10 @@ def run(params: Params, resume: bool = False) -> dict[str, Any]:
     return report
 
 
-@report_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run(load_params(), resume=args.resume)
+    stage_main(run, resume=parser.parse_args(argv).resume)
 
 
 if __name__ == "__main__":

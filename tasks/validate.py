@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tasks.config import Params, ValidateParams, load_params
+from tasks.config import Params, ValidateParams
 from tasks.contract import (
     NUMBER_REGEX,
     WARNING,
@@ -33,7 +33,7 @@ from tasks.contract import (
     severity_of,
     suite_to_dict,
 )
-from tasks.errors import ShipyardError, report_errors
+from tasks.errors import ShipyardError, stage_main
 from tasks.io import write_json
 from tasks.paths import DATA_DOCS_DIR, INFERRED_SUITE, SPLITS, VALIDATION_RESULTS, split_path
 
@@ -424,12 +424,5 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-@report_errors
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    run(load_params())
-
-
 if __name__ == "__main__":
-    main()
+    stage_main(run)
