@@ -104,7 +104,9 @@ def print_summary(config: Any) -> None:
     console.print(f"  model       {registry}/versions/{version}/model.onnx (production)")
     console.print(f"  metrics     {paths.METRICS_FILE}   plots {paths.PLOTS_DIR}/")
     console.print(f"  data report {paths.DATA_DOCS_DIR}/index.html")
-    console.print(f"  serve it    shipyard serve   (http://{config.serve.host}:{config.serve.port}/predict)")
+    console.print(
+        f"  serve it    .venv/bin/shipyard serve  or  make serve   (http://{config.serve.host}:{config.serve.port}/predict)"
+    )
 
 
 @app.command()
