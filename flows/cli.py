@@ -77,7 +77,10 @@ def run(
     ready = start_temporary_api()  # before importing Prefect, so its start overlaps the imports
     from flows.pipeline import pipeline
 
-    ready()
+    try:
+        ready()
+    except RuntimeError as err:
+        fail(f"{err} (set PREFECT_API_URL to use a running `prefect server start` instead)")
     state = pipeline(resume=resume, return_state=True)
     if state.is_failed():
         if PARAMS.read_bytes() != previous:
