@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-# dvc.yaml stage -> (module in tasks/, extra keyword arguments the stage's run() takes from the flow)
+# dvc.yaml stage -> the module in tasks/ whose run() the flow calls for it, in pipeline order
 STAGES: dict[str, str] = {
     "default_data": "ingest",
     "ingest": "ingest",
