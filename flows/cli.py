@@ -33,22 +33,37 @@ def source_value(data: str) -> str:
 
 
 def collect_overrides(
-    data: str | None, target: str | None, table: str | None, query: str | None, assignments: list[str]
+    data: str | None,
+    target: str | None,
+    table: str | None,
+    query: str | None,
+    assignments: list[str],
+    text_column: str | None = None,
 ) -> list[tuple[list[str], Any]]:
+    """--set assignments, then the named options; new --data resets the previous data's text column."""
     from tasks.config import parse_assignment
 
     overrides = [parse_assignment(text) for text in assignments]
     named = {"source": data and source_value(data), "target": target, "table": table, "query": query}
+    named["text_column"] = text_column
     overrides += [(["ingest", key], value) for key, value in named.items() if value is not None]
+    if data and text_column is None and not any(keys == ["ingest", "text_column"] for keys, _ in overrides):
+        overrides.append((["ingest", "text_column"], None))
     return overrides
 
 
 @app.command()
 def run(
     data: Annotated[
-        str | None, typer.Option(help="CSV, TSV, Parquet or SQLite file, or a SQLAlchemy URL")
+        str | None,
+        typer.Option(
+            help="CSV, TSV, Parquet or SQLite file, a SQLAlchemy URL, or a folder of class folders of images"
+        ),
     ] = None,
     target: Annotated[str | None, typer.Option(help="the label column")] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="the column of texts (text data; detected when not given)")
+    ] = None,
     params: Annotated[Path, typer.Option(help="params file to start from")] = PARAMS,
     set_: Annotated[list[str], typer.Option("--set", help="KEY.PATH=VALUE, e.g. train.epochs=5")] = [],  # noqa: B006
     table: Annotated[str | None, typer.Option(help="SQL source: table to read")] = None,
@@ -69,7 +84,7 @@ def run(
     try:
         check_layout()
         previous = PARAMS.read_bytes()
-        config = apply_overrides(params, collect_overrides(data, target, table, query, set_))
+        config = apply_overrides(params, collect_overrides(data, target, table, query, set_, text_column))
     except ShipyardError as err:
         fail(str(err))
     from flows.prefect_api import start_temporary_api
@@ -116,8 +131,15 @@ def print_summary(config: Any) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default: serve.host, 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default: serve.port)")] = None,
+    variant: Annotated[
+        str, typer.Option(help="fp32, or a published variant: int8 (CPU) or fp16 (GPU)")
+    ] = "fp32",
 ) -> None:
-    """Serve the production model over HTTP with onnxruntime (GET /health, POST /predict)."""
+    """Serve the production model over HTTP with onnxruntime (GET /health, POST /predict).
+
+    POST /predict takes {"records": [...]} for tables, {"texts": [...]} for text models and
+    {"images": [base64 PNG/JPEG or uint8 arrays]} (or a raw image/png or image/jpeg body) for images.
+    """
     from tasks.config import load_params
     from tasks.errors import ShipyardError
 
@@ -125,7 +147,12 @@ def serve(
         config = load_params()
         from serving.app import serve as serve_registry
 
-        serve_registry(Path(config.promote.registry), host or config.serve.host, port or config.serve.port)
+        registry, host, port = (
+            Path(config.promote.registry),
+            host or config.serve.host,
+            port or config.serve.port,
+        )
+        serve_registry(registry, host, port, variant=variant)
     except ShipyardError as err:
         fail(str(err))
 

@@ -1,57 +1,91 @@
 """HTTP API over the production model: GET /health and POST /predict.
 
-POST /predict takes {"records": [{column: value, ...}, ...]} with the raw feature columns (a single object
-in place of the list is one record) and answers {"model", "version", "predictions": [{"label",
-"probabilities": {label: p}}]} in record order. A request the model cannot take is answered 400 (body not
-JSON) or 422 with {"detail": "<what, naming the record and column>"}, never a traceback.
+POST /predict takes what the model's family takes (content-type: application/json unless said):
+- tabular: {"records": [{column: value, ...}, ...]} with the raw feature columns (one object is one record);
+- image: {"images": [item, ...]}, an item a base64 PNG/JPEG, a data URL ("data:image/png;base64,...") or a
+  nested list of 0-255 integers shaped (H, W) or (H, W, C); or one raw image body (image/png, image/jpeg);
+- text: {"texts": ["...", ...]} (one string is one text).
+It answers {"model", "version", "predictions": [{"label", "probabilities": {label: p}}]} in item order. A
+request the model cannot take is answered 400 (body not JSON), 415 (content type) or 422 with
+{"detail": "<what, naming the item>"}, never a traceback. GET /health names the model, version, task,
+variant and the provider that is really active.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
 import logging
 import socket
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Body, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+import numpy as np
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
-from serving.model import LoadedModel, RecordError, ServingError, load_production
+from serving.inputs import IMAGE_TYPES, USAGE, InputError, read_request
+from serving.model import FP32, LoadedModel, ServingError, load_production
 
 MAX_RECORDS = 10_000
-USAGE = '{"records": [{column: value, ...}, ...]} (content-type: application/json)'
-EXAMPLE = {"records": [{"mean radius": 14.2, "colour": "red"}]}
+DESCRIPTIONS = {
+    "tabular": "Classify table rows given as raw feature columns; one object is one record.",
+    "image": "Classify images: base64 PNG/JPEG, data URLs or nested lists of 0-255 integers, or one raw "
+    "image/png or image/jpeg body. Images are converted and resized to the model's size as at ingest.",
+    "text": "Classify texts, tokenized with the model's own tokenizer; one string is one text.",
+}
 
 logger = logging.getLogger("shipyard.serving")
 
 
-def create_app(registry: Path, prefer_gpu: bool = True, max_records: int = MAX_RECORDS) -> FastAPI:
+def create_app(
+    registry: Path, prefer_gpu: bool = True, max_records: int = MAX_RECORDS, variant: str = FP32
+) -> FastAPI:
     """Load the production model now (a ServingError if there is none) and wrap it in an app."""
-    model = load_production(registry, prefer_gpu)
+    model = load_production(registry, prefer_gpu, variant)
     logger.info(model.describe())
     app = FastAPI(title=f"shipyard: {model.name}", version=model.version)
     app.state.model = model
-    app.add_exception_handler(RequestValidationError, _invalid_request)
 
     @app.get("/health")
     def health() -> dict[str, str]:
-        return {"status": "ok", "model": model.name, "version": model.version, "provider": model.provider}
+        return {
+            "status": "ok",
+            "model": model.name,
+            "version": model.version,
+            "task": model.task,
+            "variant": model.variant,
+            "provider": model.provider,
+        }
 
-    @app.post("/predict")
-    def predict(body: Annotated[dict[str, Any], Body(examples=[EXAMPLE])]) -> JSONResponse:
-        return _predict(model, body, max_records)
+    @app.post(
+        "/predict",
+        description=f"{DESCRIPTIONS[model.task]} Body: {USAGE[model.task]}.",
+        openapi_extra=request_body_doc(model),
+    )
+    async def predict(request: Request) -> JSONResponse:
+        body = await request.body()
+        content_type = request.headers.get("content-type")
+        return await run_in_threadpool(answer_predict, model, content_type, body, max_records)
 
     return app
 
 
-def serve(registry: Path, host: str = "127.0.0.1", port: int = 8000, prefer_gpu: bool = True) -> None:
+def serve(
+    registry: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    prefer_gpu: bool = True,
+    variant: str = FP32,
+) -> None:
     """Load the production model, then serve it until interrupted; fails before binding if none loads."""
     import uvicorn
 
     _show_startup_log()
-    app = create_app(registry, prefer_gpu)
+    app = create_app(registry, prefer_gpu, variant=variant)
     sock = _listen(host, port)
     logger.info("listening on http://%s:%d (Ctrl-C to stop)", host, sock.getsockname()[1])
     config = uvicorn.Config(app, log_level="warning", access_log=False)
@@ -60,27 +94,12 @@ def serve(registry: Path, host: str = "127.0.0.1", port: int = 8000, prefer_gpu:
     logger.info("stopped")
 
 
-def parse_records(body: dict[str, Any], max_records: int = MAX_RECORDS) -> list[Any]:
-    """The request's records as a list: a single object is one record; none, or too many, is an error."""
-    if "records" not in body:
-        raise RecordError(f"expected a body like {USAGE}")
-    records = body["records"]
-    if isinstance(records, dict):
-        records = [records]
-    if not isinstance(records, list):
-        raise RecordError(f"'records' must be a list of objects, got {type(records).__name__}")
-    if not records:
-        raise RecordError("'records' is empty")
-    if len(records) > max_records:
-        raise RecordError(f"{len(records)} records in one request; the limit is {max_records}")
-    return records
-
-
-def _predict(model: LoadedModel, body: dict[str, Any], max_records: int) -> JSONResponse:
+def answer_predict(model: LoadedModel, content_type: str | None, body: bytes, max_items: int) -> JSONResponse:
+    """The predictions for one request, or its error as {"detail": ...} with the status it deserves."""
     try:
-        predictions = model.predict(parse_records(body, max_records))
-    except RecordError as err:
-        return JSONResponse({"detail": str(err)}, status_code=422)
+        predictions = model.predict(read_request(model.task, content_type, body, max_items))
+    except InputError as err:
+        return JSONResponse({"detail": str(err)}, status_code=err.status)
     except ServingError as err:
         logger.error("predict failed: %s", err)
         return JSONResponse({"detail": str(err)}, status_code=500)
@@ -92,15 +111,30 @@ def _predict(model: LoadedModel, body: dict[str, Any], max_records: int) -> JSON
     return JSONResponse({"model": model.name, "version": model.version, "predictions": predictions})
 
 
-async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's own validation errors as one readable line, like ours."""
-    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    if any(error.get("type") == "json_invalid" for error in errors):
-        return JSONResponse({"detail": "request body is not valid JSON"}, status_code=400)
-    if any(tuple(error.get("loc", ())) == ("body",) for error in errors):
-        return JSONResponse({"detail": f"the body must be a JSON object like {USAGE}"}, status_code=422)
-    detail = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors)
-    return JSONResponse({"detail": detail or "invalid request"}, status_code=422)
+def request_body_doc(model: LoadedModel) -> dict[str, Any]:
+    """OpenAPI's request body for this model's family, with an example that this model accepts."""
+    content: dict[str, Any] = {
+        "application/json": {"schema": {"type": "object"}, "example": example_body(model)}
+    }
+    if model.task == "image":
+        content.update({media: {"schema": {"type": "string", "format": "binary"}} for media in IMAGE_TYPES})
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def example_body(model: LoadedModel) -> dict[str, Any]:
+    """A request this model answers: its own columns, a black image of its size, or two texts."""
+    if model.task == "image" and model.image is not None:
+        mode = "L" if model.image.channels == 1 else "RGB"
+        buffer = io.BytesIO()
+        Image.new(mode, (model.image.width, model.image.height)).save(buffer, format="PNG")
+        return {"images": [base64.b64encode(buffer.getvalue()).decode("ascii")]}
+    if model.task == "text":
+        return {"texts": ["the first text to classify", "and a second one"]}
+    if model.spec is None:
+        return {"records": [{}]}
+    record: dict[str, Any] = {f.name: float(np.round(f.mean, 3)) for f in model.spec.numeric}
+    record.update({f.name: f.categories[0] if f.categories else None for f in model.spec.categorical})
+    return {"records": [record]}
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -3,7 +3,9 @@
 Reads only the registry: `production.json` names a folder under `versions/` that holds `manifest.json` and
 the files it lists with their sha256. Every file is checked before a session is created, and the provider
 that is really active is read back from the session: onnxruntime-gpu lists CUDA as available on machines
-where it then falls back to CPU.
+where it then falls back to CPU. The manifest's `task` (tabular when absent) says what the model takes:
+feature records, uint8 pixels, or texts tokenized with the version's own tokenizer.json (see inputs.py).
+A published variant (int8, fp16) is served in place of the fp32 model when asked for.
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
+from tokenizers import Tokenizer
 
+from serving.inputs import ImagePreprocessing, InputError, check_texts, decode_images, tokenize
 from tasks.errors import ShipyardError
 from tasks.features import FeatureSpec, encode_records
 
@@ -29,19 +34,43 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 MANIFEST_FORMAT = 1
 PROBABILITIES = "probabilities"
+FP32 = "fp32"
+# The inputs each family's network takes, by name, as onnxruntime types them (tabular: any one name).
+INPUTS = {
+    "image": {"pixels": "tensor(uint8)"},
+    "text": {"input_ids": "tensor(int64)", "attention_mask": "tensor(int64)"},
+}
+ITEMS = {"tabular": "records", "image": "images", "text": "texts"}
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+Task = Literal["tabular", "image", "text"]
 
 
 class ServingError(ShipyardError):
     """The production model cannot be loaded or run."""
 
 
-class RecordError(ServingError):
+class RecordError(ServingError, InputError):
     """A request's records cannot be encoded (missing column, not a number, ...): the client's to fix."""
+
+
+class TensorSection(BaseModel):
+    name: str
 
 
 class OnnxSection(BaseModel):
     file: str
+    inputs: list[TensorSection] | None = None
+
+
+class VariantSection(BaseModel):
+    file: str | None = None  # absent where the variant could not be built
+    published: bool = False
+
+
+class TextPreprocessing(BaseModel):
+    tokenizer: str
+    max_length: int = Field(gt=0)
 
 
 class Manifest(BaseModel):
@@ -50,10 +79,21 @@ class Manifest(BaseModel):
     format: int
     name: str
     version: str
+    task: Task = "tabular"
     labels: list[Any]
-    features: FeatureSpec
+    features: FeatureSpec | None = None
+    preprocessing: dict[str, Any] | None = None
     onnx: OnnxSection
     files: dict[str, str]
+    variants: dict[str, VariantSection] = Field(default_factory=dict)
+
+    @cached_property
+    def image(self) -> ImagePreprocessing:
+        return ImagePreprocessing.model_validate(self.preprocessing or {})
+
+    @cached_property
+    def text(self) -> TextPreprocessing:
+        return TextPreprocessing.model_validate(self.preprocessing or {})
 
 
 @dataclass(frozen=True)
@@ -61,33 +101,34 @@ class LoadedModel:
     name: str
     version: str
     manifest: dict[str, Any]
-    spec: FeatureSpec
+    spec: FeatureSpec | None
     labels: list[Any]
     session: ort.InferenceSession
     provider: str
     provider_note: str  # why the provider is not CUDA ("" when it is)
+    task: Task = "tabular"
+    variant: str = FP32
+    image: ImagePreprocessing | None = None
+    tokenizer: Tokenizer | None = None
 
     @property
     def input_name(self) -> str:
         return self.session.get_inputs()[0].name
 
     def describe(self) -> str:
-        """One line for the start-up log: name, version and the provider that is really active."""
+        """One line for the start-up log: name, version, family, variant and the provider really active."""
         note = f" ({self.provider_note})" if self.provider_note else ""
-        return f"serving {self.name} {self.version} on {self.provider}{note}"
+        return f"serving {self.name} {self.version} ({self.task}, {self.variant}) on {self.provider}{note}"
 
-    def predict(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Raw feature records -> per record {"label": original label, "probabilities": {str(label): p}}."""
-        if not records:
-            raise RecordError("no records to predict")
-        try:
-            with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
-                features = encode_records(records, self.spec)
-        except ShipyardError as err:
-            raise RecordError(str(err)) from None
-        self._check_finite(features, records)
-        (probabilities,) = self.session.run([PROBABILITIES], {self.input_name: features})
-        self._check_output(probabilities, len(records))
+    def predict(self, items: Sequence[Any]) -> list[dict[str, Any]]:
+        """Records, images or texts -> per item {"label": original label, "probabilities": {str(label): p}}.
+
+        Images may be base64 strings, data URLs, raw PNG/JPEG bytes or (H, W[, C]) arrays of 0-255.
+        """
+        if not items:
+            raise RecordError(f"no {ITEMS[self.task]} to predict")
+        (probabilities,) = self.session.run([PROBABILITIES], self.encode(items))
+        self._check_output(probabilities, len(items))
         keys = [str(label) for label in self.labels]
         winners = probabilities.argmax(axis=1).tolist()
         return [
@@ -95,9 +136,30 @@ class LoadedModel:
             for winner, row in zip(winners, probabilities.tolist(), strict=True)
         ]
 
+    def encode(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
+        """The network's named inputs for these items; an InputError names the item a client got wrong."""
+        if self.task == "image":
+            assert self.image is not None
+            return {"pixels": decode_images(items, self.image)}
+        if self.task == "text":
+            assert self.tokenizer is not None
+            return tokenize(self.tokenizer, check_texts(items))
+        return {self.input_name: self._encode_records(items)}
+
+    def _encode_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        assert self.spec is not None
+        try:
+            with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
+                features = encode_records(records, self.spec)
+        except ShipyardError as err:
+            raise RecordError(str(err)) from None
+        self._check_finite(features, records)
+        return features
+
     def _check_finite(self, features: np.ndarray, records: Sequence[Mapping[str, Any]]) -> None:
         infinite = np.argwhere(np.isinf(features))
         if infinite.size:
+            assert self.spec is not None
             index, column = (int(i) for i in infinite[0])
             name = self.spec.columns[column]
             value = records[index][name]
@@ -113,17 +175,19 @@ class LoadedModel:
             raise ServingError(f"{self.name} {self.version} returned non-finite probabilities")
 
 
-def load_production(registry: Path, prefer_gpu: bool = True) -> LoadedModel:
-    """The version `production.json` points to, with every file checked against the manifest."""
+def load_production(registry: Path, prefer_gpu: bool = True, variant: str = FP32) -> LoadedModel:
+    """The version `production.json` points to, with every file checked against the manifest.
+
+    `variant` picks the file: "fp32" is `onnx.file`; any other must be a published entry of `variants`.
+    """
     registry = Path(registry)
     version = read_pointer(registry)
     folder = registry / "versions" / version
     raw, manifest = read_manifest(folder, version)
     verify_files(folder, manifest.files)
-    if manifest.onnx.file not in manifest.files:
-        raise ServingError(f"{folder / 'manifest.json'}: onnx.file '{manifest.onnx.file}' is not in 'files'")
-    model_path = inside(folder, manifest.onnx.file)
+    model_path = model_file(folder, manifest, variant)
     check_external_data(model_path)
+    tokenizer = load_tokenizer(folder, manifest) if manifest.task == "text" else None
     session = create_session(model_path, prefer_gpu)
     check_signature(session, manifest, model_path)
     provider = session.get_providers()[0]
@@ -136,6 +200,10 @@ def load_production(registry: Path, prefer_gpu: bool = True) -> LoadedModel:
         session=session,
         provider=provider,
         provider_note=provider_note(provider, prefer_gpu),
+        task=manifest.task,
+        variant=variant,
+        image=manifest.image if manifest.task == "image" else None,
+        tokenizer=tokenizer,
     )
 
 
@@ -160,15 +228,65 @@ def read_manifest(folder: Path, version: str) -> tuple[dict[str, Any], Manifest]
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ServingError(f"{path}: {problems}") from None
+        raise ServingError(f"{path}: {_problems(err)}") from None
     if manifest.format != MANIFEST_FORMAT:
         raise ServingError(f"{path}: manifest format {manifest.format} is not supported (expected 1)")
     if manifest.version != version:
         raise ServingError(f"{path}: says version '{manifest.version}', production.json says '{version}'")
     if not manifest.labels or len({str(label) for label in manifest.labels}) != len(manifest.labels):
         raise ServingError(f"{path}: labels must be non-empty and distinct as text, got {manifest.labels}")
+    check_family(manifest, path)
     return raw, manifest
+
+
+def check_family(manifest: Manifest, path: Path) -> None:
+    """The keys the manifest's task needs: `features` (tabular) or `preprocessing` (image, text)."""
+    if manifest.task == "tabular" and manifest.features is None:
+        raise ServingError(f"{path}: features: Field required (a tabular model's feature spec)")
+    try:
+        if manifest.task == "image":
+            _ = manifest.image
+        elif manifest.task == "text":
+            _ = manifest.text
+    except ValidationError as err:
+        raise ServingError(f"{path}: {_problems(err, 'preprocessing')} ({manifest.task} model)") from None
+
+
+def model_file(folder: Path, manifest: Manifest, variant: str) -> Path:
+    """The ONNX file of the asked-for variant; it must be published and listed in `files`."""
+    if variant == FP32:
+        name = manifest.onnx.file
+    else:
+        published = [FP32, *(key for key, entry in manifest.variants.items() if entry.published)]
+        entry = manifest.variants.get(variant)
+        if entry is None:
+            raise ServingError(
+                f"{manifest.name} {manifest.version} has no variant '{variant}'; published: {published}"
+            )
+        if not entry.published:
+            raise ServingError(
+                f"{manifest.name} {manifest.version}: variant '{variant}' was not published at export; "
+                f"published: {published}"
+            )
+        name = entry.file or ""
+    if name not in manifest.files:
+        raise ServingError(f"{folder / 'manifest.json'}: {variant} model '{name}' is not in 'files'")
+    return inside(folder, name)
+
+
+def load_tokenizer(folder: Path, manifest: Manifest) -> Tokenizer:
+    """The version's tokenizer.json (sha256-checked with the other files); it must truncate."""
+    name = manifest.text.tokenizer
+    if name not in manifest.files:
+        raise ServingError(f"{folder / 'manifest.json'}: tokenizer '{name}' is not in 'files'")
+    path = inside(folder, name)
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as err:  # the Rust side raises plain Exception
+        raise ServingError(f"{path} is not a readable tokenizer: {err}") from None
+    if tokenizer.truncation is None:
+        raise ServingError(f"{path}: truncation must be enabled (export saves it with max_length)")
+    return tokenizer
 
 
 def verify_files(folder: Path, files: Mapping[str, str]) -> None:
@@ -215,14 +333,15 @@ def create_session(path: Path, prefer_gpu: bool = True) -> ort.InferenceSession:
 
 
 def check_signature(session: ort.InferenceSession, manifest: Manifest, path: Path) -> None:
-    """One float input as wide as the feature spec; a probabilities output as wide as the labels."""
-    inputs = session.get_inputs()
-    if len(inputs) != 1 or inputs[0].type != "tensor(float)":
-        found = [(i.name, i.type) for i in inputs]
-        raise ServingError(f"{path}: expected one float32 input, found {found}")
-    width, columns = inputs[0].shape[-1], len(manifest.features.columns)
-    if isinstance(width, int) and width != columns:
-        raise ServingError(f"{path}: takes {width} features, the manifest lists {columns}")
+    """The family's inputs (names, types, fixed sizes); a probabilities output as wide as the labels."""
+    if manifest.task == "tabular":
+        check_tabular_input(session, manifest, path)
+    else:
+        check_named_inputs(session, manifest, path)
+    if manifest.onnx.inputs is not None:
+        listed, actual = [i.name for i in manifest.onnx.inputs], [i.name for i in session.get_inputs()]
+        if not set(actual) <= set(listed):  # a listed initializer is no input of the session
+            raise ServingError(f"{path}: takes inputs {actual}, the manifest lists {listed}")
     outputs = {o.name: o for o in session.get_outputs()}
     if PROBABILITIES not in outputs:
         raise ServingError(f"{path}: no '{PROBABILITIES}' output (found {sorted(outputs)})")
@@ -231,6 +350,42 @@ def check_signature(session: ort.InferenceSession, manifest: Manifest, path: Pat
         raise ServingError(
             f"{path}: gives {classes} probabilities, the manifest lists {len(manifest.labels)} labels"
         )
+
+
+def check_tabular_input(session: ort.InferenceSession, manifest: Manifest, path: Path) -> None:
+    """One float input as wide as the feature spec."""
+    assert manifest.features is not None
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].type != "tensor(float)":
+        found = [(i.name, i.type) for i in inputs]
+        raise ServingError(f"{path}: expected one float32 input, found {found}")
+    width, columns = inputs[0].shape[-1], len(manifest.features.columns)
+    if isinstance(width, int) and width != columns:
+        raise ServingError(f"{path}: takes {width} features, the manifest lists {columns}")
+
+
+def check_named_inputs(session: ort.InferenceSession, manifest: Manifest, path: Path) -> None:
+    """Image: pixels uint8 [batch, H, W, C] of the manifest's size; text: ids and mask int64 [batch, seq]."""
+    expected = INPUTS[manifest.task]
+    found = {i.name: i for i in session.get_inputs()}
+    if {name: i.type for name, i in found.items()} != expected:
+        actual = [(name, i.type) for name, i in found.items()]
+        raise ServingError(f"{path}: a {manifest.task} model takes {list(expected.items())}, found {actual}")
+    if manifest.task == "image":
+        image = manifest.image
+        _check_shape(
+            path, "pixels", found["pixels"].shape, ["batch", image.height, image.width, image.channels]
+        )
+    else:
+        for name in expected:
+            _check_shape(path, name, found[name].shape, ["batch", "seq"])
+
+
+def _check_shape(path: Path, name: str, shape: list[Any], want: list[int | str]) -> None:
+    """Same rank, and every fixed size of the model the one wanted (named axes stay free)."""
+    fixed = (d == w for d, w in zip(shape, want, strict=False) if isinstance(d, int) and isinstance(w, int))
+    if len(shape) != len(want) or not all(fixed):
+        raise ServingError(f"{path}: '{name}' is shaped {shape}, expected {want}")
 
 
 def provider_note(provider: str, prefer_gpu: bool) -> str:
@@ -257,6 +412,13 @@ def inside(folder: Path, name: str, what: str = "manifest file") -> Path:
     if not name or not target.is_relative_to(folder.resolve()):
         raise ServingError(f"{what} '{name}' points outside {folder}; refusing it")
     return target
+
+
+def _problems(err: ValidationError, prefix: str = "") -> str:
+    """Pydantic's errors as `key.path: message; ...`."""
+    return "; ".join(
+        f"{'.'.join(map(str, [*([prefix] if prefix else []), *e['loc']]))}: {e['msg']}" for e in err.errors()
+    )
 
 
 def _read_json(path: Path) -> Any:

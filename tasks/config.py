@@ -25,6 +25,10 @@ class IngestParams(Section):
     table: str | None = None
     query: str | None = None
     format: Literal["auto", "csv", "tsv", "parquet", "sql"] = "auto"
+    text_column: str | None = None  # text family: the column of texts (null: detected)
+    image_size: tuple[int, int] | None = None  # image family: [height, width] (null: the most common)
+    bad_files: Literal["skip", "fail"] = "skip"  # images that cannot be read: skip (reported) or fail
+    invalid_bytes: Literal["repair", "reject"] = "repair"  # text family: bytes that are not UTF-8
     val_fraction: float = Field(0.15, gt=0, lt=1)
     test_fraction: float = Field(0.15, gt=0, lt=1)
     seed: int = 42
@@ -59,17 +63,27 @@ class ValidateParams(Section):
     range_margin: float = Field(0.5, ge=0)
     null_margin: float = Field(0.05, ge=0, le=1)
     max_duplicate_fraction: float = Field(0.05, ge=0, le=1)
+    min_class_rows: int = Field(2, ge=1)  # image/text: fewest training rows a class may have
+    max_empty_fraction: float = Field(0.0, ge=0, le=1)  # text: share of empty texts tolerated
+
+
+ModelName = Literal["auto", "mlp", "cnn", "lstm", "minilm"]
 
 
 class TrainParams(Section):
-    model: Literal["mlp"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [64, 32])
+    """null means the chosen model's default (tasks.families.MODEL_DEFAULTS)."""
+
+    model: ModelName = "auto"  # auto: mlp for tables, cnn for images, minilm for texts
+    hidden: list[int] | None = None
     dropout: float = Field(0.1, ge=0, lt=1)
-    epochs: int = Field(60, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     patience: int = Field(10, ge=1)
+    max_length: int = Field(128, ge=4, le=512)  # text: tokens per text
+    vocab_size: int = Field(16000, ge=100)  # text, lstm: the tokenizer trained on the training texts
+    compile: bool = False  # torch.compile the model (optional; helps most on GPU)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -84,7 +98,10 @@ class ExportParams(Section):
     opset: int = Field(17, ge=13)
     parity_atol: float = Field(1e-4, gt=0)
     parity_batch_sizes: list[int] = Field(default_factory=lambda: [1, 7, 64])
+    parity_shapes: list[tuple[int, int]] = Field(default_factory=lambda: [(1, 8), (7, 64), (64, 128)])
     min_agreement: float = Field(0.999, ge=0, le=1)
+    variants: list[Literal["int8", "fp16"]] = Field(default_factory=lambda: ["int8", "fp16"])
+    variant_budget: float = Field(0.01, ge=0, le=1)  # a variant may lose at most this much accuracy
 
 
 class PromoteParams(Section):
@@ -97,6 +114,7 @@ class ServeParams(Section):
 
 
 class Params(Section):
+    task: Literal["auto", "tabular", "image", "text"] = "auto"  # auto: inferred from the data
     ingest: IngestParams = Field(default_factory=IngestParams)
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     train: TrainParams = Field(default_factory=TrainParams)

@@ -60,7 +60,7 @@ def infer_contract(train: pd.DataFrame, target: str, params: ValidateParams) -> 
             columns[name] = ColumnContract(type=kind, max_null_fraction=0.0)
             continue
         observed = float(series.isna().mean()) if len(series) else 0.0
-        low, high = _widened_range(series, params.range_margin) if kind == "numeric" else (None, None)
+        low, high = widened_range(series, params.range_margin) if kind == "numeric" else (None, None)
         columns[name] = ColumnContract(
             type=kind,
             max_null_fraction=min(1.0, observed + params.null_margin),
@@ -76,7 +76,8 @@ def infer_contract(train: pd.DataFrame, target: str, params: ValidateParams) -> 
     )
 
 
-def _widened_range(series: pd.Series, margin: float) -> tuple[float | None, float | None]:
+def widened_range(series: pd.Series, margin: float) -> tuple[float | None, float | None]:
+    """The observed finite range widened by margin x span on each side; kept >= 0 when every value is."""
     values = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -106,17 +107,17 @@ def build_suite(
     if target not in contract.columns:
         columns.append(target)
     expectations: list[Any] = [
-        _with(E.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True), CRITICAL),
-        _with(
+        with_severity(E.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True), CRITICAL),
+        with_severity(
             E.ExpectTableRowCountToBeBetween(min_value=contract.min_rows, max_value=contract.max_rows),
             CRITICAL,
         ),
     ]
     if contract.max_duplicate_fraction < 1 and len(columns) > 1:
         expectations.append(
-            _with(
+            with_severity(
                 E.ExpectCompoundColumnsToBeUnique(
-                    column_list=columns, mostly=_mostly(contract.max_duplicate_fraction)
+                    column_list=columns, mostly=mostly_for(contract.max_duplicate_fraction)
                 ),
                 CRITICAL,
             )
@@ -126,11 +127,11 @@ def build_suite(
             continue
         expectations.extend(_column_expectations(E, column, rules, range_severity))
     target_rules = contract.columns.get(target)
-    expectations.append(_with(E.ExpectColumnValuesToNotBeNull(column=target), CRITICAL))
+    expectations.append(with_severity(E.ExpectColumnValuesToNotBeNull(column=target), CRITICAL))
     labels = contract.labels if contract.labels is not None else (target_rules and target_rules.values)
     if labels is not None:
         expectations.append(
-            _with(E.ExpectColumnValuesToBeInSet(column=target, value_set=list(labels)), CRITICAL)
+            with_severity(E.ExpectColumnValuesToBeInSet(column=target, value_set=list(labels)), CRITICAL)
         )
     return gx.ExpectationSuite(name=name, expectations=expectations, notes=SUITE_NOTES)
 
@@ -139,7 +140,7 @@ def _column_expectations(E: Any, column: str, rules: ColumnContract, range_sever
     severity = CRITICAL if rules.critical else WARNING
     out, ranges = [], []
     if rules.max_null_fraction < 1:
-        out.append(E.ExpectColumnValuesToNotBeNull(column=column, mostly=_mostly(rules.max_null_fraction)))
+        out.append(E.ExpectColumnValuesToNotBeNull(column=column, mostly=mostly_for(rules.max_null_fraction)))
     if rules.type == "numeric":
         out.append(E.ExpectColumnValuesToMatchRegex(column=column, regex=NUMBER_REGEX))
         if rules.min is not None or rules.max is not None:
@@ -148,14 +149,18 @@ def _column_expectations(E: Any, column: str, rules: ColumnContract, range_sever
             )
     if rules.values is not None:
         out.append(E.ExpectColumnValuesToBeInSet(column=column, value_set=list(rules.values)))
-    return [_with(e, severity) for e in out] + [_with(e, range_severity or severity) for e in ranges]
+    return [with_severity(e, severity) for e in out] + [
+        with_severity(e, range_severity or severity) for e in ranges
+    ]
 
 
-def _mostly(max_fraction: float) -> float:
+def mostly_for(max_fraction: float) -> float:
+    """GE's `mostly` for a tolerated fraction of failing rows."""
     return 1.0 if max_fraction <= 0 else max(0.0, 1.0 - max_fraction - _MOSTLY_SLACK)
 
 
-def _with(expectation: Any, severity: str) -> Any:
+def with_severity(expectation: Any, severity: str) -> Any:
+    """Set the severity where a suite file keeps it (`meta.severity`) and in GE's own field."""
     expectation.meta = {**(expectation.meta or {}), "severity": severity}
     expectation.severity = severity
     return expectation

@@ -11,19 +11,27 @@ import pandas as pd
 
 from tasks.config import EvaluateParams, Params
 from tasks.errors import GateFailed, stage_main
-from tasks.features import encode_frame, encode_labels
+from tasks.families import load_split
+from tasks.features import encode_labels
 from tasks.io import atomic_write, write_json, write_text
-from tasks.paths import BLESSING_FILE, METRICS_FILE, MODEL_FILE, PLOTS_DIR, split_path
+from tasks.model import Trained, load_model
+from tasks.paths import BLESSING_FILE, METRICS_FILE, MODEL_FILE, PLOTS_DIR
 from tasks.registry import production_manifest
 
 log = logging.getLogger("shipyard.evaluate")
 
 
-def predict_proba(model: Any, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+def predict_proba(trained: Trained, inputs: list[np.ndarray], batch: int = 256) -> np.ndarray:
+    """Class probabilities from the torch model, batch by batch (text batches cut to their longest)."""
     import torch
 
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs]
+    rows = len(tensors[0])
     with torch.no_grad():
-        parts = [model(torch.from_numpy(x[i : i + batch]))[1].numpy() for i in range(0, len(x), batch)]
+        parts = [
+            trained.network(*trained.family.take(tensors, slice(i, i + batch)))[1].float().numpy()
+            for i in range(0, rows, batch)
+        ]
     proba = np.concatenate(parts).astype(np.float64)
     return proba / proba.sum(axis=1, keepdims=True)
 
@@ -150,12 +158,11 @@ def _save_figure(fig: Any, path: Path) -> None:
 
 
 def run(params: Params) -> dict[str, Any]:
-    from tasks.model import load_model
-
-    model, spec, labels = load_model(MODEL_FILE)
-    test = pd.read_parquet(split_path("test"))
-    y = encode_labels(test[params.ingest.target], labels)
-    proba = predict_proba(model, encode_frame(test, spec))
+    trained = load_model(MODEL_FILE)
+    labels = trained.labels
+    test = load_split("test", trained.task)
+    y = encode_labels(test.frame[params.ingest.target], labels)
+    proba = predict_proba(trained, trained.family.encode(test, trained.prep))
     metrics = compute_metrics(y, proba, labels)
     write_json(METRICS_FILE, metrics)
     write_plots(y, proba, labels)

@@ -1,45 +1,57 @@
-"""export: ONNX with a dynamic batch axis, checked against PyTorch, plus the manifest serving reads."""
+"""export: ONNX with dynamic axes, checked against PyTorch; INT8/FP16 variants; the manifest for serving."""
 
 from __future__ import annotations
 
 import logging
+import statistics
 import subprocess
+import time
 import warnings
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from tasks.config import ExportParams, Params
 from tasks.errors import ShipyardError, stage_main
-from tasks.features import encode_frame
+from tasks.families import load_split
+from tasks.features import encode_labels
 from tasks.io import atomic_write, read_json, sha256_file, write_json
-from tasks.paths import INGEST_REPORT, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, ONNX_FILE, split_path
+from tasks.model import Trained, load_model
+from tasks.paths import (
+    EXPORT_DIR,
+    INGEST_REPORT,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    ONNX_FILE,
+    VARIANT_FILES,
+)
 
 log = logging.getLogger("shipyard.export")
 
-INPUT, OUTPUTS = "features", ["logits", "probabilities"]
+OUTPUTS = ["logits", "probabilities"]
+LATENCY_RUNS = 30
 
 
-def export_onnx(model: Any, n_features: int, path: Path, opset: int) -> None:
+def export_onnx(trained: Trained, example: list[np.ndarray], path: Path, opset: int) -> None:
     """torch -> ONNX with the legacy exporter (torch 2.13's dynamo exporter was seen freezing batch axes)."""
     import onnx
     import torch
 
-    example = torch.zeros(2, n_features)
-    axes = {name: {0: "batch"} for name in [INPUT, *OUTPUTS]}
+    family = trained.family
+    axes = {**family.axes, **{name: {0: "batch"} for name in OUTPUTS}}
 
     def write(tmp: Path) -> None:
-        warnings.filterwarnings(
-            "ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning
-        )
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
-            model,
-            (example,),
+            trained.network,
+            tuple(torch.from_numpy(a) for a in example),
             str(tmp),
-            input_names=[INPUT],
+            input_names=list(family.inputs),
             output_names=OUTPUTS,
             dynamic_axes=axes,
             opset_version=opset,
@@ -50,33 +62,140 @@ def export_onnx(model: Any, n_features: int, path: Path, opset: int) -> None:
     atomic_write(path, write)
 
 
-def check_parity(model: Any, path: Path, x: np.ndarray, params: ExportParams) -> dict[str, Any]:
-    """ONNX Runtime vs torch on every row, at each batch size; raises when they disagree."""
-    import onnxruntime as ort
+def parity_cases(trained: Trained, inputs: list[np.ndarray], params: ExportParams) -> Iterator[tuple]:
+    """(label, batch size, inputs) to compare: every batch size, and for text every (batch, seq) shape."""
+    if trained.task != "text":
+        for batch in params.parity_batch_sizes:
+            yield f"batch {batch}", batch, inputs
+        return
+    ids, mask = inputs
+    for batch, seq in params.parity_shapes:
+        yield f"batch {batch}, seq {seq}", batch, [_fit_length(ids, seq), _fit_length(mask, seq)]
+
+
+def _fit_length(array: np.ndarray, length: int) -> np.ndarray:
+    """Cut or right-pad (with 0: padding, masked) token arrays to exactly `length` columns."""
+    if array.shape[1] >= length:
+        return np.ascontiguousarray(array[:, :length])
+    return np.pad(array, ((0, 0), (0, length - array.shape[1])))
+
+
+def torch_logits(trained: Trained, inputs: list[np.ndarray], batch: int = 256) -> np.ndarray:
     import torch
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs]
     with torch.no_grad():
-        expected = model(torch.from_numpy(x))[0].numpy()
+        parts = [
+            trained.network(*[t[i : i + batch] for t in tensors])[0] for i in range(0, len(tensors[0]), batch)
+        ]
+    return torch.cat(parts).numpy()
+
+
+def ort_outputs(
+    session: Any, names: list[str], inputs: list[np.ndarray], batch: int, output: str
+) -> np.ndarray:
+    rows = len(inputs[0])
+    feeds = ({n: a[i : i + batch] for n, a in zip(names, inputs, strict=True)} for i in range(0, rows, batch))
+    return np.concatenate([session.run([output], feed)[0] for feed in feeds])
+
+
+def check_parity(
+    trained: Trained, path: Path, inputs: list[np.ndarray], params: ExportParams
+) -> dict[str, Any]:
+    """ONNX Runtime vs torch on every test row at each batch size (and text shape); raises if they differ."""
+    session = cpu_session(path)
+    names = list(trained.family.inputs)
     report = {}
-    for batch in params.parity_batch_sizes:
+    for label, batch, case in parity_cases(trained, inputs, params):
+        expected = torch_logits(trained, case)
         try:
-            got = np.concatenate(
-                [session.run([OUTPUTS[0]], {INPUT: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
-            )
+            got = ort_outputs(session, names, case, batch, OUTPUTS[0])
         except Exception as err:  # onnxruntime's own error types, e.g. a batch axis frozen at export
-            reason = str(err).splitlines()[0]
-            raise ShipyardError(f"ONNX parity failed at batch size {batch}: {reason}") from None
+            raise ShipyardError(f"ONNX parity failed at {label}: {str(err).splitlines()[0]}") from None
         max_diff = float(np.abs(got - expected).max())
         agreement = float((got.argmax(1) == expected.argmax(1)).mean())
-        report[str(batch)] = {"max_abs_diff": max_diff, "class_agreement": agreement}
+        report[label] = {"max_abs_diff": max_diff, "class_agreement": agreement}
         if max_diff > params.parity_atol or agreement < params.min_agreement:
             raise ShipyardError(
-                f"ONNX parity failed at batch size {batch}: max |logit diff| {max_diff:.2e} "
+                f"ONNX parity failed at {label}: max |logit diff| {max_diff:.2e} "
                 f"(limit {params.parity_atol:.0e}), class agreement {agreement:.4%} "
                 f"(minimum {params.min_agreement:.2%})"
             )
     return report
+
+
+def cpu_session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def make_variant(kind: str, source: Path, dest: Path) -> None:
+    """int8: dynamic quantization (weights int8, activations quantized at run time), for the CPU path;
+    fp16: weights and compute in float16 with float32 inputs/outputs, for the GPU path."""
+    import onnx
+
+    if kind == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        atomic_write(dest, lambda tmp: quantize_dynamic(source, tmp, weight_type=QuantType.QInt8))
+    else:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        half = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+        atomic_write(dest, lambda tmp: onnx.save(half, str(tmp)))
+
+
+def score_model(path: Path, names: list[str], inputs: list[np.ndarray], y: np.ndarray) -> dict[str, Any]:
+    """Test-set accuracy and batch-1 / batch-32 median latency of one ONNX file on the CPU provider."""
+    session = cpu_session(path)
+    proba = ort_outputs(session, names, inputs, 256, OUTPUTS[1])
+    latency = {}
+    for batch in (1, 32):
+        feed = {n: a[:batch] for n, a in zip(names, inputs, strict=True)}
+        session.run(None, feed)
+        times = []
+        for _ in range(LATENCY_RUNS):
+            start = time.perf_counter()
+            session.run(None, feed)
+            times.append(time.perf_counter() - start)
+        latency[f"batch_{batch}_ms"] = round(statistics.median(times) * 1000, 3)
+    return {
+        "accuracy": float((proba.argmax(1) == y).mean()),
+        "cpu_latency": latency,
+        "bytes": path.stat().st_size,
+    }
+
+
+def build_variants(
+    trained: Trained, inputs: list[np.ndarray], y: np.ndarray, params: ExportParams
+) -> dict[str, Any]:
+    """Each variant with its accuracy and latency; published only within the accuracy budget of fp32."""
+    names = list(trained.family.inputs)
+    reference = score_model(ONNX_FILE, names, inputs, y)
+    variants: dict[str, Any] = {"fp32": {"file": ONNX_FILE.name, "published": True, **reference}}
+    floor = reference["accuracy"] - params.variant_budget
+    for kind in params.variants:
+        path = VARIANT_FILES[kind]
+        try:
+            make_variant(kind, ONNX_FILE, path)
+            scored = score_model(path, names, inputs, y)
+        except Exception as err:  # a variant that cannot be built or run is reported, never published
+            path.unlink(missing_ok=True)
+            variants[kind] = {"published": False, "reason": f"failed: {str(err).splitlines()[0][:200]}"}
+            continue
+        published = scored["accuracy"] >= floor
+        variants[kind] = {"file": path.name, "published": published, **scored}
+        if not published:
+            variants[kind]["reason"] = (
+                f"accuracy {scored['accuracy']:.4f} is below fp32's minus the budget ({floor:.4f})"
+            )
+            path.unlink()
+    for kind in set(VARIANT_FILES) - set(params.variants):
+        VARIANT_FILES[kind].unlink(missing_ok=True)
+    return variants
 
 
 def git_commit() -> str | None:
@@ -111,19 +230,25 @@ def describe_graph(path: Path) -> dict[str, Any]:
     }
 
 
-def build_manifest(params: Params, spec: Any, labels: list[Any], parity: dict[str, Any]) -> dict[str, Any]:
+def build_manifest(
+    params: Params, trained: Trained, preprocessing: dict[str, Any], parity: dict, variants: dict
+) -> dict[str, Any]:
     ingest = read_json(INGEST_REPORT)
-    return {
+    files = [ONNX_FILE, *(EXPORT_DIR / name for name in preprocessing.values() if _is_file(name))]
+    files += [EXPORT_DIR / v["file"] for k, v in variants.items() if k != "fp32" and v["published"]]
+    manifest = {
         "format": 1,
         "name": "shipyard-model",
-        "task": "tabular",
+        "task": trained.task,
+        "model": trained.model,
         "created_at": datetime.now(UTC).isoformat(),
         "target": params.ingest.target,
-        "labels": labels,
-        "features": spec.model_dump(),
+        "labels": trained.labels,
+        "preprocessing": preprocessing,
         "onnx": describe_graph(ONNX_FILE),
-        "files": {ONNX_FILE.name: sha256_file(ONNX_FILE)},
+        "files": {path.name: sha256_file(path) for path in files},
         "parity": parity,
+        "variants": variants,
         "metrics": read_json(METRICS_FILE),
         "data": {
             "source": ingest["source"],
@@ -132,29 +257,47 @@ def build_manifest(params: Params, spec: Any, labels: list[Any], parity: dict[st
         },
         "git_commit": git_commit(),
         "params": params.model_dump(
-            by_alias=True, include={"ingest", "validate_", "train", "evaluate", "export"}
+            by_alias=True, include={"task", "ingest", "validate_", "train", "evaluate", "export"}
         ),
     }
+    if trained.task == "tabular":
+        manifest["features"] = trained.prep
+    return manifest
+
+
+def _is_file(value: Any) -> bool:
+    return isinstance(value, str) and (EXPORT_DIR / value).is_file()
 
 
 def run(params: Params) -> dict[str, Any]:
-    from tasks.model import load_model
-
-    model, spec, labels = load_model(MODEL_FILE)
-    x = encode_frame(pd.read_parquet(split_path("test")), spec)
-    export_onnx(model, len(spec.columns), ONNX_FILE, params.export.opset)
-    parity = check_parity(model, ONNX_FILE, x, params.export)
-    manifest = build_manifest(params, spec, labels, parity)
+    trained = load_model(MODEL_FILE)
+    test = load_split("test", trained.task)
+    inputs = trained.family.encode(test, trained.prep)
+    y = encode_labels(test.frame[params.ingest.target], trained.labels)
+    text = trained.task == "text"
+    example = _text_example(inputs) if text else [a[:2] for a in inputs]
+    export_onnx(trained, example, ONNX_FILE, params.export.opset)
+    parity = check_parity(trained, ONNX_FILE, inputs, params.export)
+    preprocessing = trained.family.files(trained.prep, EXPORT_DIR)
+    variants = build_variants(trained, inputs, y, params.export)
+    manifest = build_manifest(params, trained, preprocessing, parity, variants)
     write_json(MANIFEST_FILE, manifest)
     worst = max(r["max_abs_diff"] for r in parity.values())
+    published = [k for k, v in variants.items() if v["published"]]
     log.info(
-        "exported %s (opset %d); parity on %d rows: max |diff| %.1e",
+        "exported %s (opset %d); parity on %d rows: max |diff| %.1e; variants published: %s",
         ONNX_FILE,
         params.export.opset,
-        len(x),
+        len(y),
         worst,
+        ", ".join(published),
     )
     return manifest
+
+
+def _text_example(inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Two texts at a length other than the parity shapes', so no axis can be frozen at a tested size."""
+    return [_fit_length(a[:2], 5) for a in inputs]
 
 
 if __name__ == "__main__":

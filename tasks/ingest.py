@@ -1,4 +1,9 @@
-"""ingest: read a CSV, TSV, Parquet file or SQL table, drop duplicate rows, split train/val/test."""
+"""ingest: read the data, infer the task family, drop duplicates, split train/val/test.
+
+Tables come from CSV, TSV, Parquet or SQL; a table with a column of free text is the text family. A folder
+of class sub-folders of images (or MNIST-style IDX files) is the image family: its splits are a metadata
+table plus the pixels as one uint8 array per split.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,15 @@ import argparse
 import csv
 import logging
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tasks.config import IngestParams, Params
 from tasks.errors import ShipyardError, stage_main
 from tasks.io import atomic_write, sha256_file, write_json
-from tasks.paths import DEFAULT_DATASET, INGEST_REPORT, SPLITS, split_path
+from tasks.paths import DEFAULT_DATASET, INGEST_REPORT, SPLITS, pixels_path, split_path
 
 log = logging.getLogger("shipyard.ingest")
 
@@ -44,9 +51,8 @@ def detect_format(source: str) -> str:
     return "sql" if head == SQLITE_MAGIC else "csv"
 
 
-def sniff_delimiter(path: Path) -> str:
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        sample = fh.read(64 * 1024)
+def sniff_delimiter(text: str) -> str:
+    sample = text[: 64 * 1024]
     try:
         return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
     except csv.Error:
@@ -78,6 +84,23 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def read_delimited_file(path: Path, fmt: str, invalid_bytes: str) -> pd.DataFrame:
+    """CSV/TSV as UTF-8; bytes that are not UTF-8 are repaired (counted in frame.attrs) or rejected."""
+    from tasks.texts import decode_bytes, read_delimited
+
+    text, invalid = decode_bytes(path.read_bytes())
+    if invalid and invalid_bytes == "reject":
+        raise ShipyardError(
+            f"{path}: not UTF-8 text ({invalid} invalid byte sequence(s)): re-encode it as UTF-8, "
+            "or set ingest.invalid_bytes: repair"
+        )
+    if not text.strip():
+        raise pd.errors.EmptyDataError
+    frame = read_delimited(text, "\t" if fmt == "tsv" else sniff_delimiter(text))
+    frame.attrs["invalid_bytes"] = invalid
+    return frame
+
+
 def read_source(params: IngestParams) -> pd.DataFrame:
     """Read the raw table; any failure is a ShipyardError naming the source."""
     source = params.source
@@ -90,8 +113,7 @@ def read_source(params: IngestParams) -> pd.DataFrame:
         elif fmt == "parquet":
             frame = pd.read_parquet(source)
         else:
-            sep = "\t" if fmt == "tsv" else sniff_delimiter(Path(source))
-            frame = pd.read_csv(source, sep=sep, encoding="utf-8-sig")
+            frame = read_delimited_file(Path(source), fmt, params.invalid_bytes)
     except ShipyardError:
         raise
     except pd.errors.EmptyDataError:
@@ -171,27 +193,131 @@ def source_hash(source: str) -> str | None:
     return sha256_file(path) if "://" not in source and path.is_file() else None
 
 
-def run(params: Params) -> dict[str, object]:
+def detect_task(params: Params, frame: pd.DataFrame | None) -> tuple[str, str | None]:
+    """(task, text column): from params when set, else an image source, a table with free text, a table."""
+    from tasks.texts import check_text_column, find_text_column
+
     p = params.ingest
-    frame = read_source(p)
+    if frame is None:
+        return "image", None
+    if params.task == "image":
+        raise ShipyardError(f"{p.source}: task is 'image' but this is a table, not an image folder")
+    column = p.text_column
+    if column is None and params.task in ("auto", "text"):
+        column = find_text_column(frame, p.target)
+        if column is None and params.task == "text":
+            raise ShipyardError(f"{p.source}: no column of free text found; name it with --text-column")
+    if column is None or params.task == "tabular":
+        return "tabular", None
+    check_text_column(frame, column, p.source)
+    return "text", column
+
+
+def read_data(params: Params) -> tuple[pd.DataFrame | None, bool]:
+    """The table, or None for an image source (read later by the image path)."""
+    from tasks.images import is_image_source
+
+    p = params.ingest
+    is_images = "://" not in p.source and Path(p.source).exists() and is_image_source(p.source)
+    if params.task == "image" and not is_images:
+        raise ShipyardError(f"{p.source}: task is 'image' but this is not an image folder or IDX file")
+    return (None if is_images else read_source(p)), is_images
+
+
+def prepare_text(frame: pd.DataFrame, column: str, target: str, source: str) -> tuple[pd.DataFrame, dict]:
+    """Keep the text and the label; normalise the texts; drop repeated texts before splitting."""
+    from tasks.texts import normalise_texts
+
+    if target not in frame.columns:
+        raise ShipyardError(f"{source}: target column '{target}' not found (columns: {list(frame.columns)})")
+    table = frame[[column, target]].copy()
+    table[column] = normalise_texts(table[column])
+    labelled = table[table[target].notna()]
+    conflicting = labelled.groupby(column, dropna=False)[target].transform("nunique") > 1
+    kept = labelled[~conflicting].drop_duplicates(subset=[column], ignore_index=True)
+    counts = {
+        "conflicting_labels_dropped": int(conflicting.sum()),
+        "duplicate_texts_dropped": len(labelled) - int(conflicting.sum()) - len(kept),
+        "invalid_bytes_repaired": int(frame.attrs.get("invalid_bytes", 0)),
+    }
+    return kept, counts
+
+
+def ingest_table(params: Params, frame: pd.DataFrame, task: str, column: str | None) -> dict[str, Any]:
+    p = params.ingest
+    invalid = int(frame.attrs.get("invalid_bytes", 0))
+    if task == "tabular" and invalid:
+        raise ShipyardError(
+            f"{p.source}: not UTF-8 text ({invalid} invalid byte sequence(s)): re-encode it as UTF-8"
+        )
+    extra: dict[str, Any] = {}
+    if task == "text":
+        frame, extra = prepare_text(frame, column, p.target, p.source)
+        if invalid:
+            log.warning("%s: %d invalid UTF-8 byte sequence(s) replaced with U+FFFD", p.source, invalid)
     frame, counts = clean_rows(frame, p.target, p.source)
     splits = split_dataset(frame, p.target, p)
-    report = {
-        "source": p.source,
-        "source_sha256": source_hash(p.source),
-        "target": p.target,
+    written = write_splits(splits)
+    return {
+        **({"text_column": column} if column else {}),
         "columns": list(frame.columns),
+        **extra,
         **counts,
         "rows": len(frame),
-        "splits": write_splits(splits),
+        "splits": written,
     }
+
+
+def ingest_images(params: Params) -> dict[str, Any]:
+    from tasks.images import drop_duplicate_images, read_images, subset
+
+    p = params.ingest
+    data = read_images(p.source, p.target, size=p.image_size, on_bad=p.bad_files)
+    data, counts = drop_duplicate_images(data, p.target)
+    splits = split_dataset(data.meta, p.target, p)
+    written = write_splits(splits)
+    for name in SPLITS:
+        pixels = subset(data, splits[name].index.to_numpy()).pixels
+        atomic_write(pixels_path(name), lambda tmp, a=pixels: _save_array(tmp, a))
+        written[name]["pixels_sha256"] = sha256_file(pixels_path(name))
+    _, height, width, channels = data.pixels.shape
+    return {
+        "columns": list(data.meta.columns),
+        "image": {"height": height, "width": width, "channels": channels},
+        "rows_read": len(data.meta) + counts["duplicates_dropped"] + counts["conflicting_labels"],
+        **counts,
+        "resized": data.resized,
+        "skipped_files": data.skipped,
+        "rows": len(data.meta),
+        "splits": written,
+    }
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:
+        np.save(fh, array)
+
+
+def run(params: Params) -> dict[str, Any]:
+    p = params.ingest
+    frame, is_images = read_data(params)
+    task, column = ("image", None) if is_images else detect_task(params, frame)
+    log.info("task: %s%s (%s)", task, f", text column '{column}'" if column else "", p.source)
+    details = ingest_images(params) if task == "image" else ingest_table(params, frame, task, column)
+    if task != "image":
+        for name in SPLITS:
+            pixels_path(name).unlink(missing_ok=True)
+    report = {"task": task, "source": p.source, "source_sha256": source_hash(p.source), "target": p.target}
+    report.update(details)
     write_json(INGEST_REPORT, report)
+    split_rows = [report["splits"][s]["rows"] for s in SPLITS]
+    dropped = report.get("duplicates_dropped", 0) + report.get("duplicate_texts_dropped", 0)
     log.info(
-        "ingested %d rows from %s (%d exact duplicates dropped): train %d, val %d, test %d",
+        "ingested %d rows from %s (%d duplicates dropped): train %d, val %d, test %d",
         report["rows"],
         p.source,
-        counts["duplicates_dropped"],
-        *(len(splits[s]) for s in SPLITS),
+        dropped,
+        *split_rows,
     )
     return report
 

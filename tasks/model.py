@@ -1,7 +1,8 @@
-"""Networks, and saving/loading a trained model with everything needed to rebuild it."""
+"""A trained model with everything needed to rebuild it: family, network name, preprocessing, labels."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,67 +10,46 @@ import torch
 from torch import nn
 
 from tasks.config import TrainParams
-from tasks.features import FeatureSpec
+from tasks.errors import ShipyardError
+from tasks.families import Family, family
 from tasks.io import atomic_write
 
 
-class TabularMLP(nn.Module):
-    """Raw feature vector in, (logits, probabilities) out; imputation and scaling live in the graph.
+@dataclass
+class Trained:
+    network: nn.Module
+    task: str
+    model: str  # the network's name: mlp, cnn, lstm, minilm
+    prep: dict[str, Any]  # the family's preprocessing, fitted on the training split
+    labels: list[Any]
+    params: TrainParams
 
-    Input columns: numeric features (NaN = missing), then one category code per categorical column.
-    """
-
-    def __init__(self, spec: FeatureSpec, n_classes: int, hidden: list[int], dropout: float) -> None:
-        super().__init__()
-        self.n_numeric = len(spec.numeric)
-        self.register_buffer("fill", torch.tensor([f.fill for f in spec.numeric], dtype=torch.float32))
-        self.register_buffer("mean", torch.tensor([f.mean for f in spec.numeric], dtype=torch.float32))
-        self.register_buffer("std", torch.tensor([f.std for f in spec.numeric], dtype=torch.float32))
-        self.embeddings = nn.ModuleList(
-            nn.Embedding(len(f.categories) + 1, min(16, len(f.categories) // 2 + 2)) for f in spec.categorical
-        )
-        width = self.n_numeric + sum(e.embedding_dim for e in self.embeddings)
-        layers: list[nn.Module] = []
-        for size in hidden:
-            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
-            width = size
-        layers.append(nn.Linear(width, n_classes))
-        self.mlp = nn.Sequential(*layers)
-
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        numeric = features[:, : self.n_numeric]
-        numeric = torch.where(torch.isnan(numeric), self.fill, numeric)
-        parts = [(numeric - self.mean) / self.std]
-        for i, embedding in enumerate(self.embeddings):
-            codes = features[:, self.n_numeric + i].nan_to_num(0.0).long()
-            parts.append(embedding(codes.clamp(0, embedding.num_embeddings - 1)))
-        logits = self.mlp(torch.cat(parts, dim=1))
-        return logits, torch.softmax(logits, dim=1)
+    @property
+    def family(self) -> Family:
+        return family(self.task)
 
 
-def build_model(spec: FeatureSpec, n_classes: int, params: TrainParams) -> nn.Module:
-    """The network a params `train.model` names (one family so far: tabular MLP)."""
-    if params.model == "mlp":
-        return TabularMLP(spec, n_classes, params.hidden, params.dropout)
-    raise ValueError(f"unknown model {params.model!r}")
-
-
-def save_model(
-    path: str | Path, model: nn.Module, spec: FeatureSpec, labels: list[Any], params: TrainParams
-) -> None:
+def save_model(path: str | Path, trained: Trained) -> None:
     bundle = {
-        "state_dict": model.state_dict(),
-        "features": spec.model_dump(),
-        "labels": labels,
-        "train_params": params.model_dump(),
+        "format": 2,
+        "task": trained.task,
+        "model": trained.model,
+        "prep": trained.prep,
+        "labels": trained.labels,
+        "train_params": trained.params.model_dump(),
+        "state_dict": trained.network.state_dict(),
     }
     atomic_write(path, lambda tmp: torch.save(bundle, tmp))
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, FeatureSpec, list[Any]]:
-    """Rebuild a saved model on the CPU in eval mode, with its feature spec and labels."""
+def load_model(path: str | Path) -> Trained:
+    """Rebuild a saved model on the CPU in eval mode."""
+    if not Path(path).exists():
+        raise ShipyardError(f"{path}: no trained model; run the train stage first")
     bundle = torch.load(path, map_location="cpu", weights_only=False)
-    spec = FeatureSpec.model_validate(bundle["features"])
-    model = build_model(spec, len(bundle["labels"]), TrainParams.model_validate(bundle["train_params"]))
-    model.load_state_dict(bundle["state_dict"])
-    return model.eval(), spec, bundle["labels"]
+    if bundle.get("format") != 2:
+        raise ShipyardError(f"{path}: saved by an older shipyard; train again")
+    params = TrainParams.model_validate(bundle["train_params"])
+    network = family(bundle["task"]).build(bundle["model"], bundle["prep"], len(bundle["labels"]), params)
+    network.load_state_dict(bundle["state_dict"])
+    return Trained(network.eval(), bundle["task"], bundle["model"], bundle["prep"], bundle["labels"], params)

@@ -26,6 +26,7 @@ BLESSING_FILE = Path("reports/blessing.json")
 
 EXPORT_DIR = Path("export")
 ONNX_FILE = EXPORT_DIR / "model.onnx"
+VARIANT_FILES = {"int8": EXPORT_DIR / "model.int8.onnx", "fp16": EXPORT_DIR / "model.fp16.onnx"}
 MANIFEST_FILE = EXPORT_DIR / "manifest.json"
 
 PROMOTION_REPORT = Path("reports/promotion.json")
@@ -33,3 +34,8 @@ PROMOTION_REPORT = Path("reports/promotion.json")
 
 def split_path(name: str) -> Path:
     return SPLITS_DIR / f"{name}.parquet"
+
+
+def pixels_path(name: str) -> Path:
+    """An image split's pixels: uint8 (N, H, W, C), row i of the split's table."""
+    return SPLITS_DIR / f"{name}.pixels.npy"

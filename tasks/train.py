@@ -5,21 +5,22 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from tasks.config import Params, TrainParams
 from tasks.errors import ShipyardError, stage_main
-from tasks.features import encode_frame, encode_labels, fit_features, label_values
+from tasks.families import Split, family, ingest_report, load_split, train_setting
+from tasks.features import encode_labels, label_values
 from tasks.io import atomic_write, write_json
-from tasks.model import build_model, save_model
-from tasks.paths import CHECKPOINT_DIR, MODEL_FILE, TRAIN_REPORT, split_path
+from tasks.model import Trained, save_model
+from tasks.paths import CHECKPOINT_DIR, MODEL_FILE, TRAIN_REPORT
 
 log = logging.getLogger("shipyard.train")
 
@@ -51,17 +52,26 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-def evaluate_batches(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, float]:
+Take = Callable[[list[torch.Tensor], Any], list[torch.Tensor]]
+
+
+def plain_take(inputs: list[torch.Tensor], index: Any) -> list[torch.Tensor]:
+    return [x[index] for x in inputs]
+
+
+def evaluate_batches(
+    model: nn.Module, inputs: list[torch.Tensor], y: torch.Tensor, batch: int, take: Take = plain_take
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over a split, without gradients."""
     model.eval()
     loss, correct = 0.0, 0
-    with torch.no_grad(), autocast(x.device):
-        for start in range(0, len(x), batch):
-            logits = model(x[start : start + batch])[0].float()
-            target = y[start : start + batch]
-            loss += nn.functional.cross_entropy(logits, target, reduction="sum").item()
-            correct += (logits.argmax(1) == target).sum().item()
-    return loss / len(x), correct / len(x)
+    with torch.no_grad(), autocast(y.device):
+        for start in range(0, len(y), batch):
+            rows = slice(start, start + batch)
+            logits = model(*take(inputs, rows))[0].float()
+            loss += nn.functional.cross_entropy(logits, y[rows], reduction="sum").item()
+            correct += (logits.argmax(1) == y[rows]).sum().item()
+    return loss / len(y), correct / len(y)
 
 
 def autocast(device: torch.device) -> torch.autocast:
@@ -91,23 +101,29 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     return History(**state["history"])
 
 
+Data = tuple[list[torch.Tensor], torch.Tensor]  # a split's device-resident inputs and label codes
+
+
 def fit(
     model: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
+    train: Data,
+    val: Data,
     params: TrainParams,
     checkpoint: Path,
     resume: bool = False,
+    take: Take = plain_take,
 ) -> History:
-    """The loop: shuffled mini-batches on the device, early stopping on validation accuracy (ties: loss)."""
+    """The loop for every family: shuffled mini-batches of device-resident tensors, early stopping on
+    validation accuracy (ties: loss), a checkpoint each epoch. `params` must be resolved (no nulls)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    device = train[0].device
+    x, y = train
+    device = y.device
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     history = load_checkpoint(checkpoint, model, optimizer) if resume and checkpoint.exists() else History()
     if history.epoch:
         log.info("resuming from %s after epoch %d", checkpoint, history.epoch)
-    x, y = train
+    step = torch.compile(model) if params.compile else model
     columns = [
         TextColumn("train"),
         BarColumn(),
@@ -119,22 +135,22 @@ def fit(
         bar = progress.add_task("epochs", total=params.epochs, completed=history.epoch, status="")
         while history.epoch < params.epochs and history.epoch - history.best_epoch < params.patience:
             model.train()
-            order = torch.randperm(len(x), device=device)
+            order = torch.randperm(len(y), device=device)
             total = 0.0
-            for start in range(0, len(x), params.batch_size):
+            for start in range(0, len(y), params.batch_size):
                 index = order[start : start + params.batch_size]
                 with autocast(device):
-                    loss = nn.functional.cross_entropy(model(x[index])[0].float(), y[index])
+                    loss = nn.functional.cross_entropy(step(*take(x, index))[0].float(), y[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(index)
-            val_loss, val_acc = evaluate_batches(model, *val, batch=1024)
+            val_loss, val_acc = evaluate_batches(step, *val, batch=max(params.batch_size, 256), take=take)
             history.epoch += 1
             history.epochs.append(
                 {
                     "epoch": history.epoch,
-                    "loss": total / len(x),
+                    "loss": total / len(y),
                     "val_loss": val_loss,
                     "val_accuracy": val_acc,
                 }
@@ -144,42 +160,66 @@ def fit(
                 history.best_score, history.best_epoch = score, history.epoch
                 history.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             save_checkpoint(checkpoint, model, optimizer, history)
-            status = f"loss {total / len(x):.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
+            status = f"loss {total / len(y):.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
             progress.update(bar, completed=history.epoch, status=status)
     if history.best_state is not None:
         model.load_state_dict(history.best_state)
     return history
 
 
-def to_tensors(frame: pd.DataFrame, target: str, spec, labels: list[Any], device: torch.device):
-    x = torch.from_numpy(encode_frame(frame, spec)).to(device)
-    y = torch.from_numpy(encode_labels(frame[target], labels)).to(device)
-    return x, y
+def resolve(params: TrainParams, model: str) -> TrainParams:
+    """The train params with the chosen model and its defaults in place of nulls."""
+    settings = {key: train_setting(params, model, key) for key in ("epochs", "batch_size", "lr", "hidden")}
+    return params.model_copy(update={"model": model, **settings})
+
+
+def to_device(split: Split, trained: Trained, device: torch.device, target: str) -> Data:
+    """Encode a split once and move it to the device: no per-batch host work in the loop."""
+    inputs = [
+        torch.from_numpy(np.ascontiguousarray(a)).to(device)
+        for a in trained.family.encode(split, trained.prep)
+    ]
+    y = torch.from_numpy(encode_labels(split.frame[target], trained.labels)).to(device)
+    return inputs, y
 
 
 def run(params: Params, resume: bool = False) -> dict[str, Any]:
-    target = params.ingest.target
-    train_frame = pd.read_parquet(split_path("train"))
-    val_frame = pd.read_parquet(split_path("val"))
+    ingest = ingest_report()
+    task, target = ingest["task"], ingest["target"]
+    kind = family(task)
+    train_split, val_split = load_split("train", task), load_split("val", task)
     seed_everything(params.train.seed)
     device = select_device(params.train.device)
-    spec = fit_features(train_frame, target)
-    labels = label_values(train_frame[target])
-    train = to_tensors(train_frame, target, spec, labels, device)
-    val = to_tensors(val_frame, target, spec, labels, device)
-    model = build_model(spec, len(labels), params.train).to(device)
+    settings = resolve(params.train, kind.choose_model(params.train.model))
+    prep = kind.fit(train_split, ingest, params)
+    labels = label_values(train_split.frame[target])
+    network = kind.build(settings.model, prep, len(labels), settings, pretrained=True)
+    trained = Trained(network.to(device), task, settings.model, prep, labels, settings)
+    train, val = (to_device(s, trained, device, target) for s in (train_split, val_split))
+    log.info(
+        "%s model '%s': %s parameters, %d training rows",
+        task,
+        settings.model,
+        f"{sum(p.numel() for p in network.parameters()):,}",
+        len(train_split),
+    )
     started = time.perf_counter()
-    history = fit(model, train, val, params.train, CHECKPOINT_DIR / CHECKPOINT, resume=resume)
+    history = fit(network, train, val, settings, CHECKPOINT_DIR / CHECKPOINT, resume=resume, take=kind.take)
     seconds = time.perf_counter() - started
-    save_model(MODEL_FILE, model.cpu(), spec, labels, params.train)
+    trained.network = network.cpu()
+    save_model(MODEL_FILE, trained)
     best = history.epochs[history.best_epoch - 1]
     report = {
+        "task": task,
+        "model": settings.model,
+        "parameters": sum(p.numel() for p in network.parameters()),
         "device": str(device),
         "epochs_run": history.epoch,
         "best_epoch": history.best_epoch,
         "best_val_accuracy": best["val_accuracy"],
         "best_val_loss": best["val_loss"],
         "seconds": round(seconds, 3),
+        "samples_per_second": round(len(train_split) * history.epoch / seconds, 1) if seconds else None,
         "history": history.epochs,
     }
     write_json(TRAIN_REPORT, report)

@@ -1,8 +1,10 @@
 """validate: check every split against the data contract with Great Expectations before anything trains.
 
 The suite comes from `validate.contract` in params.yaml, else from the suite file at `validate.suite`,
-else it is inferred from the training split (and written out for the user to own). Every split is
-validated; results go to JSON and to GE Data Docs. A failed critical expectation stops the run with one
+else it is inferred from the training split (and written out for the user to own), by task family
+(tabular, image or text, as `data/ingest.json` records). Every split is validated; for image and text,
+shipyard also checks rows per training class and items shared across splits (leakage), which GE cannot
+express. Results go to JSON and to GE Data Docs. A failed critical expectation stops the run with one
 line naming the split, the column, the expectation and a few offending values; warnings are only logged.
 Only reports/validation is written. Great Expectations is imported inside the functions that use it.
 """
@@ -33,9 +35,10 @@ from tasks.contract import (
     severity_of,
     suite_to_dict,
 )
+from tasks.contract_families import NON_BLANK_REGEX, Task, family_checks, infer_family_suite, task_from_ingest
 from tasks.errors import ShipyardError, stage_main
-from tasks.io import write_json
-from tasks.paths import DATA_DOCS_DIR, INFERRED_SUITE, SPLITS, VALIDATION_RESULTS, split_path
+from tasks.io import read_json, write_json
+from tasks.paths import DATA_DOCS_DIR, INFERRED_SUITE, INGEST_REPORT, SPLITS, VALIDATION_RESULTS, split_path
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -55,7 +58,12 @@ BETWEEN = "expect_column_values_to_be_between"
 IN_SET = "expect_column_values_to_be_in_set"
 ROW_COUNT = "expect_table_row_count_to_be_between"
 COMPOUND_UNIQUE = "expect_compound_columns_to_be_unique"
+UNIQUE = "expect_column_values_to_be_unique"
+VALUE_LENGTHS = "expect_column_value_lengths_to_be_between"
 NUMBERS = "numbers"  # how the number type check is described
+NON_BLANK = "non-blank text"
+INFERRED = "inferred from the training split"
+TABULAR = Task()
 
 
 def read_splits() -> dict[str, pd.DataFrame]:
@@ -72,8 +80,21 @@ def read_splits() -> dict[str, pd.DataFrame]:
     return frames
 
 
+def read_task(path: Path = INGEST_REPORT) -> Task:
+    """The task family ingest recorded; no ingest report (or one from before families) means tabular."""
+    if not path.exists():
+        return TABULAR
+    try:
+        info = read_json(path)
+    except (OSError, ValueError) as err:
+        raise ShipyardError(
+            f"{path}: cannot read the ingest report: {err}; run the ingest stage again"
+        ) from None
+    return task_from_ingest(info, str(path))
+
+
 def resolve_suite(
-    params: ValidateParams, train: pd.DataFrame, target: str
+    params: ValidateParams, train: pd.DataFrame, target: str, task: Task = TABULAR
 ) -> tuple[gx.ExpectationSuite, str]:
     """The suite to validate with, and where it came from: params contract > suite file > inferred."""
     if params.contract is not None:
@@ -84,8 +105,10 @@ def resolve_suite(
         return build_suite(params.contract, target), "validate.contract in params.yaml"
     if params.suite:
         return load_suite(params.suite), f"suite file {params.suite}"
+    if task.family != "tabular":
+        return infer_family_suite(train, target, task, params), INFERRED
     contract = infer_contract(train, target, params)
-    return build_suite(contract, target, range_severity=WARNING), "inferred from the training split"
+    return build_suite(contract, target, range_severity=WARNING), INFERRED
 
 
 def prepare_frame(frame: pd.DataFrame, numeric: set[str]) -> pd.DataFrame:
@@ -167,11 +190,25 @@ def validate_frames(
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    report: dict[str, Any] = {"splits": splits}
+    return finish_report(splits)
+
+
+def finish_report(splits: Mapping[str, Any]) -> dict[str, Any]:
+    """The report over split summaries: critical failures, warnings, success."""
+    report: dict[str, Any] = {"splits": dict(splits)}
     report["failures"] = failure_lines(report, critical=True)
     report["warnings"] = failure_lines(report, critical=False)
     report["success"] = not report["failures"]
     return report
+
+
+def add_checks(report: Mapping[str, Any], checks: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The report with shipyard's own check results appended to each split's expectations."""
+    splits = {
+        name: split_summary(summary["expectations"] + checks.get(name, []), summary["rows"])
+        for name, summary in report["splits"].items()
+    }
+    return finish_report(splits)
 
 
 def _context(docs_root: Path | None) -> Any:
@@ -215,7 +252,11 @@ def _replace_dir(new: Path, dest: Path) -> None:
 
 def _summarize(result: Any, order: Mapping[Any, int], rows: int) -> dict[str, Any]:
     items = sorted(result.results, key=lambda r: order.get(r.expectation_config.id, len(order)))
-    expectations = [_item(r) for r in items]
+    return split_summary([_item(r) for r in items], rows)
+
+
+def split_summary(expectations: list[dict[str, Any]], rows: int) -> dict[str, Any]:
+    """A split's counts over its expectation results (GE's and shipyard's)."""
     failed = [e for e in expectations if not e["success"]]
     return {
         "success": not failed,
@@ -269,17 +310,17 @@ def _error_message(info: Any) -> str | None:
 
 def describe(kind: str, kwargs: Mapping[str, Any]) -> str:
     """What an expectation asks for, in a few words (for the error line and the report)."""
-    if kind in (BETWEEN, ROW_COUNT):
+    if kind in (BETWEEN, ROW_COUNT, VALUE_LENGTHS):
         bounds = [
             f"{k} {_num(kwargs.get(k + '_value'))}"
             for k in ("min", "max")
             if kwargs.get(k + "_value") is not None
         ]
-        return ", ".join(bounds)
+        return ("length " if kind == VALUE_LENGTHS else "") + ", ".join(bounds)
     if kind == NOT_NULL:
         mostly = kwargs.get("mostly")
         return f"max null fraction {1 - mostly:.4g}" if mostly is not None and mostly < 1 else "no nulls"
-    if kind == COMPOUND_UNIQUE:
+    if kind in (COMPOUND_UNIQUE, UNIQUE):
         mostly = kwargs.get("mostly")
         return (
             f"max duplicate fraction {1 - mostly:.4g}"
@@ -287,7 +328,7 @@ def describe(kind: str, kwargs: Mapping[str, Any]) -> str:
             else "no duplicates"
         )
     if kind == MATCH_REGEX:
-        return NUMBERS if kwargs.get("regex") == NUMBER_REGEX else f"regex {kwargs.get('regex')!r}"
+        return _describe_regex(kwargs)
     if kind == IN_SET:
         return f"values in {_short_list(list(kwargs.get('value_set') or []), 8)}"
     if kind == TABLE_COLUMNS:
@@ -296,6 +337,15 @@ def describe(kind: str, kwargs: Mapping[str, Any]) -> str:
         )
     skip = {"column", "column_list", "column_set", "batch_id"}
     return ", ".join(f"{k} {_short(v)}" for k, v in kwargs.items() if k not in skip)
+
+
+def _describe_regex(kwargs: Mapping[str, Any]) -> str:
+    regex, mostly = kwargs.get("regex"), kwargs.get("mostly")
+    if regex == NUMBER_REGEX:
+        return NUMBERS
+    if regex != NON_BLANK_REGEX:
+        return f"regex {regex!r}"
+    return NON_BLANK + (f", max blank fraction {1 - mostly:.4g}" if mostly is not None and mostly < 1 else "")
 
 
 def failure_lines(report: Mapping[str, Any], critical: bool) -> list[str]:
@@ -332,6 +382,11 @@ def _missing(item: Mapping[str, Any]) -> list[str]:
 def _line(split: str, item: Mapping[str, Any]) -> str:
     where = f"split '{split}'" + (f", column '{item['column']}'" if item.get("column") is not None else "")
     head = f"{where}, {item['type']}" + (f" ({item['expected']})" if item.get("expected") else "")
+    if item.get("message"):  # a shipyard check: its own words, without a GE expectation name
+        examples = item.get("unexpected_values") or []
+        return f"{where}: {item['message']}" + (
+            f", e.g. {_short_list(examples, EXAMPLES_SHOWN)}" if examples else ""
+        )
     if item.get("error"):
         return f"{head}: error: {_clip(item['error'], 160)}"
     if item["type"] == TABLE_COLUMNS:
@@ -346,8 +401,10 @@ def _line(split: str, item: Mapping[str, Any]) -> str:
         count, percent = item["unexpected_count"], item.get("unexpected_percent") or 0.0
         if item["type"] == NOT_NULL:
             return f"{head}: {count} null values ({percent:.1f}%)"
-        if item["type"] == COMPOUND_UNIQUE:
+        if item["type"] in (COMPOUND_UNIQUE, UNIQUE):
             return f"{head}: {count} rows duplicated ({percent:.1f}%)"
+        if item["expected"].startswith(NON_BLANK):
+            return f"{head}: {count} blank values ({percent:.1f}%)"
         examples = _short_list(item.get("unexpected_values") or [], EXAMPLES_SHOWN)
         return f"{head}: {count} unexpected values, e.g. {examples}"
     if item.get("observed_value") is not None:
@@ -368,10 +425,16 @@ def failure_message(report: Mapping[str, Any]) -> str | None:
 def run(params: Params) -> dict[str, Any]:
     """Validate train/val/test; write results, Data Docs and the suite used; raise on a critical failure."""
     frames = read_splits()
-    suite, source = resolve_suite(params.validate_params, frames["train"], params.ingest.target)
+    task = read_task()
+    target = params.ingest.target
+    suite, source = resolve_suite(params.validate_params, frames["train"], target, task)
     report = validate_frames(frames, suite, docs_dir=DATA_DOCS_DIR)
+    if task.family != "tabular":
+        report = add_checks(report, family_checks(frames, target, task, params.validate_params))
     report = {
         "success": report["success"],
+        "task": task.family,
+        **({"text_column": task.text_column} if task.text_column else {}),
         "suite": {
             "source": source,
             "name": suite.name,
@@ -382,7 +445,7 @@ def run(params: Params) -> dict[str, Any]:
     }
     write_json(INFERRED_SUITE, suite_to_dict(suite))
     write_json(VALIDATION_RESULTS, report)
-    if source.startswith("inferred"):
+    if source == INFERRED:
         log.info(
             "inferred suite written to %s: to own it, copy it (e.g. to %s), edit, commit it and set "
             "validate.suite to its path",

@@ -145,6 +145,7 @@ def test_health_names_model_version_and_provider(client: TestClient) -> None:
     body = response.json()
     assert body["status"] == "ok" and body["model"] == "shipyard-model" and body["version"] == "v0001"
     assert body["provider"] in {CPU, CUDA}
+    assert (body["task"], body["variant"]) == ("tabular", "fp32")
 
 
 @pytest.mark.parametrize("labels", [[0, 1, 2], ["setosa", "versicolor", "virginica"], [False, True]])
@@ -241,7 +242,7 @@ def test_provider_is_the_one_the_session_reports(registry: Path) -> None:
 def test_cpu_when_gpu_not_requested(registry: Path) -> None:
     model = load_production(registry, prefer_gpu=False)
     assert model.session.get_providers() == [CPU]
-    assert model.describe() == f"serving shipyard-model v0001 on {CPU} (GPU not requested)"
+    assert model.describe() == f"serving shipyard-model v0001 (tabular, fp32) on {CPU} (GPU not requested)"
 
 
 def _has_nvidia_gpu() -> bool:
@@ -348,7 +349,10 @@ def test_real_server_answers_on_localhost_and_stops_on_ctrl_c(registry: Path) ->
     seen: list[str] = []
     try:
         url = _wait_for(r"listening on (http://127\.0\.0\.1:\d+)", lines, seen)
-        assert any(re.match(r"serving shipyard-model v0001 on \w+ExecutionProvider", s) for s in seen), seen
+        assert any(
+            re.match(r"serving shipyard-model v0001 \(tabular, fp32\) on \w+ExecutionProvider", s)
+            for s in seen
+        ), seen
         health = httpx.get(f"{url}/health", timeout=10)
         assert health.json()["status"] == "ok"
         response = httpx.post(f"{url}/predict", json={"records": RECORDS}, timeout=10)

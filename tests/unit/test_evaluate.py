@@ -150,18 +150,35 @@ def save_constant_model(class_index: int) -> None:
     import torch
 
     from tasks.config import TrainParams
+    from tasks.families import family
     from tasks.features import fit_features, label_values
-    from tasks.model import build_model, save_model
+    from tasks.model import Trained, save_model
+    from tasks.train import resolve
 
     train = pd.read_parquet(split_path("train"))
-    spec, labels = fit_features(train, "label"), label_values(train["label"])
-    params = TrainParams(hidden=[4], dropout=0.0)
-    model = build_model(spec, len(labels), params)
+    prep, labels = fit_features(train, "label").model_dump(), label_values(train["label"])
+    params = resolve(TrainParams(hidden=[4], dropout=0.0), "mlp")
+    model = family("tabular").build("mlp", prep, len(labels), params)
     last = model.mlp[-1]
     with torch.no_grad():
         last.weight.zero_()
         last.bias.copy_(torch.tensor([10.0 if i == class_index else 0.0 for i in range(len(labels))]))
-    save_model(MODEL_FILE, model, spec, labels, params)
+    save_model(MODEL_FILE, Trained(model, "tabular", "mlp", prep, labels, params))
+
+
+def test_predict_proba_matches_the_network_batch_by_batch(fitted_project: Path) -> None:
+    import torch
+
+    from tasks.model import load_model
+
+    trained = load_model(MODEL_FILE)
+    inputs = trained.family.encode(evaluate.load_split("test", "tabular"), trained.prep)
+    proba = evaluate.predict_proba(trained, inputs, batch=7)  # several batches, the last one short
+    with torch.no_grad():
+        want = trained.network(torch.from_numpy(inputs[0]))[1].double().numpy()
+    assert proba.shape == (len(inputs[0]), len(trained.labels)) and proba.dtype == np.float64
+    np.testing.assert_allclose(proba, want, atol=1e-6)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-12)
 
 
 def test_run_blesses_a_good_model(fitted_project: Path, fitted_params) -> None:

@@ -128,11 +128,6 @@ def test_missing_file(tmp_path: Path) -> None:
         ("blank.csv", b"\n\n", "the file is empty"),
         ("header.csv", b"x,colour,label\n", r"no data rows \(header only\?\)"),
         ("header.tsv", b"x\tcolour\tlabel\n", r"no data rows"),
-        (
-            "latin1.csv",
-            "x,label\n1,café\n2,naïve\n".encode("latin-1"),
-            "not UTF-8 text .*re-encode it as UTF-8",
-        ),
         ("garbage.parquet", b"not parquet at all", "cannot read as parquet"),
     ],
 )
@@ -143,12 +138,41 @@ def test_unreadable_files_name_the_file(tmp_path: Path, name: str, content: byte
         read(path)
 
 
+LATIN1 = "x,label\n1,café\n2,naïve\n".encode("latin-1")
+
+
+def test_non_utf8_is_rejected_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(LATIN1)
+    expected = r"not UTF-8 text \(2 invalid byte sequence\(s\)\): re-encode it as UTF-8"
+    with pytest.raises(ShipyardError, match=rf"^{re.escape(str(path))}: {expected}"):
+        read(path, invalid_bytes="reject")
+
+
+def test_non_utf8_is_repaired_and_counted_by_default(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(LATIN1)
+    frame = read(path)
+    assert frame.attrs["invalid_bytes"] == 2
+    assert frame["label"].tolist() == ["caf\ufffd", "na\ufffdve"]
+
+
+def test_non_utf8_tabular_data_is_an_error_naming_the_file(project: Path, make_params) -> None:
+    rows = "".join(f"{i},{'a' if i % 2 else 'b'}\n" for i in range(30))
+    Path("latin1.csv").write_bytes(("x,label\n" + rows).encode() + "9,caf\xe9\n".encode("latin-1"))
+    expected = r"not UTF-8 text \(1 invalid byte sequence\(s\)\): re-encode it as UTF-8"
+    with pytest.raises(ShipyardError, match=rf"^latin1.csv: {expected}"):
+        run(make_params(ingest={"source": "latin1.csv"}))
+    assert not Path("data").exists()
+
+
 def test_non_utf8_after_the_sniffed_sample(tmp_path: Path) -> None:
     path = tmp_path / "late.csv"
     rows = "".join(f"{i},a\n" for i in range(20_000))
     path.write_bytes(("x,label\n" + rows).encode() + "9,caf\xe9\n".encode("latin-1"))
-    with pytest.raises(ShipyardError, match=rf"^{re.escape(str(path))}: not UTF-8 text"):
-        read(path)
+    with pytest.raises(ShipyardError, match=rf"^{re.escape(str(path))}: not UTF-8 text \(1 invalid"):
+        read(path, invalid_bytes="reject")
+    assert read(path).attrs["invalid_bytes"] == 1  # counted even past the delimiter sniffer's sample
 
 
 def test_sql_source_needs_table_or_query(tmp_path: Path) -> None:
@@ -295,6 +319,7 @@ def test_run_writes_splits_and_report(project: Path, make_frame, make_params) ->
     assert on_disk["source"] == "raw.csv" and on_disk["source_sha256"] == sha256(Path("raw.csv"))
     assert (on_disk["rows_read"], on_disk["duplicates_dropped"], on_disk["unlabelled_dropped"]) == (65, 4, 1)
     assert on_disk["rows"] == 60 and on_disk["target"] == TARGET
+    assert on_disk["task"] == "tabular" and "text_column" not in on_disk and "image" not in on_disk
     assert on_disk["columns"] == ["x1", "x2", "colour", TARGET]
     assert sum(on_disk["splits"][name]["rows"] for name in SPLITS) == 60
     parts = []

@@ -13,10 +13,13 @@ import torch
 from tasks import train as train_stage
 from tasks.config import TrainParams
 from tasks.errors import ShipyardError
-from tasks.features import encode_frame, encode_labels, fit_features, label_values
-from tasks.model import TabularMLP, build_model, load_model, save_model
-from tasks.paths import CHECKPOINT_DIR, MODEL_FILE, TRAIN_REPORT
-from tasks.train import History, fit, load_checkpoint, select_device
+from tasks.families import family
+from tasks.families.tabular import TabularMLP
+from tasks.features import FeatureSpec, encode_frame, encode_labels, fit_features, label_values
+from tasks.io import write_json
+from tasks.model import Trained, load_model, save_model
+from tasks.paths import CHECKPOINT_DIR, INGEST_REPORT, MODEL_FILE, TRAIN_REPORT
+from tasks.train import History, fit, load_checkpoint, resolve, select_device
 
 TARGET = "label"
 
@@ -27,27 +30,28 @@ def train_params(**overrides) -> TrainParams:
     base = dict(
         hidden=[16], dropout=0.1, epochs=5, batch_size=32, lr=0.01, patience=100, seed=0, device="cpu"
     )
-    return TrainParams(**{**base, **overrides})
+    return resolve(TrainParams(**{**base, **overrides}), "mlp")
 
 
 class Problem:
-    """A tiny separable problem: a fitted spec, labels and train/val tensors."""
+    """A tiny separable problem: a fitted spec (and its prep dict), labels and train/val tensors."""
 
     def __init__(self, make_frame, labels=("no", "yes")) -> None:
         train = make_frame(n=120, labels=labels, seed=0)
         val = make_frame(n=40, labels=labels, seed=1)
         self.spec = fit_features(train, TARGET)
+        self.prep = self.spec.model_dump()
         self.labels = label_values(train[TARGET])
         self.train = self.tensors(train)
         self.val = self.tensors(val)
 
-    def tensors(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+    def tensors(self, frame: pd.DataFrame) -> tuple[list[torch.Tensor], torch.Tensor]:
         x = torch.from_numpy(encode_frame(frame, self.spec))
-        return x, torch.from_numpy(encode_labels(frame[TARGET], self.labels))
+        return [x], torch.from_numpy(encode_labels(frame[TARGET], self.labels))
 
     def model(self, params: TrainParams) -> torch.nn.Module:
         torch.manual_seed(params.seed)
-        return build_model(self.spec, len(self.labels), params)
+        return family("tabular").build("mlp", self.prep, len(self.labels), params)
 
     def fit(self, params: TrainParams, checkpoint: Path, resume: bool = False):
         model = self.model(params)
@@ -69,7 +73,7 @@ def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def test_forward_gives_logits_and_probabilities(problem: Problem) -> None:
     model = problem.model(train_params()).eval()
-    logits, proba = model(problem.train[0][:5])
+    logits, proba = model(problem.train[0][0][:5])
     assert logits.shape == proba.shape == (5, 2)
     torch.testing.assert_close(proba, torch.softmax(logits, dim=1))
     torch.testing.assert_close(proba.sum(1), torch.ones(5))
@@ -77,7 +81,7 @@ def test_forward_gives_logits_and_probabilities(problem: Problem) -> None:
 
 def test_model_imputes_missing_numbers_with_the_training_fill(problem: Problem) -> None:
     model = problem.model(train_params()).eval()
-    x = problem.train[0][:6].clone()
+    x = problem.train[0][0][:6].clone()
     n_numeric = len(problem.spec.numeric)
     with_nan = x.clone()
     with_nan[:, :n_numeric] = float("nan")
@@ -92,7 +96,7 @@ def test_model_imputes_missing_numbers_with_the_training_fill(problem: Problem) 
 
 def test_model_tolerates_missing_and_out_of_range_category_codes(problem: Problem) -> None:
     model = problem.model(train_params()).eval()
-    x = problem.train[0][:1].repeat(4, 1)
+    x = problem.train[0][0][:1].repeat(4, 1)
     x[:, -1] = torch.tensor([float("nan"), 0.0, -5.0, 999.0])  # the last column is a category code
     with torch.no_grad():
         logits, _ = model(x)
@@ -101,22 +105,33 @@ def test_model_tolerates_missing_and_out_of_range_category_codes(problem: Proble
     torch.testing.assert_close(logits[2], logits[1])  # negative codes clamp to missing
 
 
-def test_build_model_is_a_tabular_mlp(problem: Problem) -> None:
-    model = build_model(problem.spec, 3, train_params(hidden=[8, 4]))
+def test_the_tabular_family_builds_a_tabular_mlp(problem: Problem) -> None:
+    model = family("tabular").build("mlp", problem.prep, 3, train_params(hidden=[8, 4]))
     assert isinstance(model, TabularMLP)
     linear = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linear] == [8, 4, 3]
 
 
+def test_null_hidden_means_the_models_default(problem: Problem) -> None:
+    from tasks.families import MODEL_DEFAULTS
+
+    model = family("tabular").build("mlp", problem.prep, 2, TrainParams(hidden=None))
+    linear = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linear] == [*MODEL_DEFAULTS["mlp"]["hidden"], 2]
+
+
 def test_save_load_round_trip(project: Path, problem: Problem) -> None:
     params = train_params()
     model, _ = problem.fit(params.model_copy(update={"epochs": 2}), Path("ckpt.pt"))
-    save_model(MODEL_FILE, model, problem.spec, problem.labels, params)
-    loaded, spec, labels = load_model(MODEL_FILE)
-    assert not loaded.training and spec == problem.spec and labels == problem.labels
+    save_model(MODEL_FILE, Trained(model, "tabular", "mlp", problem.prep, problem.labels, params))
+    trained = load_model(MODEL_FILE)
+    loaded = trained.network
+    assert not loaded.training and isinstance(loaded, TabularMLP)
+    assert (trained.task, trained.model, trained.labels) == ("tabular", "mlp", problem.labels)
+    assert FeatureSpec.model_validate(trained.prep) == problem.spec and trained.params == params
     assert same_state(loaded.state_dict(), model.state_dict())
     model.eval()
-    x = problem.val[0]
+    x = problem.val[0][0]
     x[::3, 0] = float("nan")
     with torch.no_grad():
         for got, want in zip(loaded(x), model(x), strict=True):
@@ -239,8 +254,8 @@ def test_early_stopping_and_best_state(project: Path, problem: Problem, monkeypa
     states = []
     real_evaluate = train_stage.evaluate_batches
 
-    def fake_evaluate(model, x, y, batch):
-        real_evaluate(model, x, y, batch)
+    def fake_evaluate(model, x, y, batch, take=train_stage.plain_take):
+        real_evaluate(model, x, y, batch, take)
         states.append({k: v.clone() for k, v in model.state_dict().items()})
         return next(scores)
 
@@ -266,6 +281,7 @@ def write_splits(make_frame) -> None:
     Path("data/splits").mkdir(parents=True)
     make_frame(n=90, seed=0).to_parquet("data/splits/train.parquet", index=False)
     make_frame(n=30, seed=1).to_parquet("data/splits/val.parquet", index=False)
+    write_json(INGEST_REPORT, {"task": "tabular", "target": TARGET})
 
 
 def test_run_writes_model_and_report(project: Path, make_frame, make_params) -> None:
@@ -276,9 +292,39 @@ def test_run_writes_model_and_report(project: Path, make_frame, make_params) -> 
     assert on_disk["device"] == "cpu" and on_disk["epochs_run"] == 4 and len(on_disk["history"]) == 4
     best = on_disk["history"][on_disk["best_epoch"] - 1]
     assert on_disk["best_val_accuracy"] == best["val_accuracy"]
-    model, spec, labels = load_model(MODEL_FILE)
-    assert labels == ["no", "yes"] and spec.columns == ["x1", "x2", "colour"]
+    assert (on_disk["task"], on_disk["model"]) == ("tabular", "mlp")
+    trained = load_model(MODEL_FILE)
+    assert on_disk["parameters"] == sum(p.numel() for p in trained.network.parameters())
+    assert trained.labels == ["no", "yes"] and trained.task == "tabular" and trained.model == "mlp"
+    assert FeatureSpec.model_validate(trained.prep).columns == ["x1", "x2", "colour"]
+    assert trained.params.epochs == 4 and trained.params.model == "mlp"  # resolved, not "auto"
     assert sorted(p.name for p in (CHECKPOINT_DIR).iterdir()) == ["last.pt"]
+
+
+def test_run_fills_null_params_with_the_model_defaults(project: Path, make_frame, make_params) -> None:
+    from tasks.families import MODEL_DEFAULTS
+
+    write_splits(make_frame)
+    train_stage.run(make_params(train={"epochs": 1, "hidden": None, "lr": None, "batch_size": None}))
+    params = load_model(MODEL_FILE).params
+    defaults = MODEL_DEFAULTS["mlp"]
+    assert (params.hidden, params.lr, params.batch_size) == (
+        defaults["hidden"],
+        defaults["lr"],
+        defaults["batch_size"],
+    )
+    assert params.epochs == 1
+
+
+def test_run_without_an_ingest_report_says_to_ingest_first(project: Path, make_params) -> None:
+    with pytest.raises(ShipyardError, match=r"data/ingest.json not found; run the ingest stage first"):
+        train_stage.run(make_params())
+
+
+def test_run_refuses_a_model_of_another_family(project: Path, make_frame, make_params) -> None:
+    write_splits(make_frame)
+    with pytest.raises(ShipyardError, match=r"train.model: 'cnn' is not a tabular model; choose one of \['mlp'\]"):
+        train_stage.run(make_params(train={"model": "cnn"}))
 
 
 def test_run_is_deterministic_for_a_seed(tmp_path: Path, monkeypatch, make_frame, make_params) -> None:
@@ -289,7 +335,7 @@ def test_run_is_deterministic_for_a_seed(tmp_path: Path, monkeypatch, make_frame
         monkeypatch.chdir(folder)
         write_splits(make_frame)
         train_stage.run(make_params(train={"epochs": 3, "seed": seed, "dropout": 0.2}))
-        states[name] = load_model(MODEL_FILE)[0].state_dict()
+        states[name] = load_model(MODEL_FILE).network.state_dict()
     assert same_state(states["a"], states["b"])
     assert not same_state(states["a"], states["c"])
 
