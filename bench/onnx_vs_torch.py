@@ -68,14 +68,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def load_trained(path: Path) -> tuple[Any, Any]:
-    """The trained model and its feature spec; exits with a hint when there is none yet."""
+    """The trained tabular model and its feature spec; exits with a hint when there is none yet."""
     if not path.exists():
         print(f"error: {path} not found: run `make run` first to train a model", file=sys.stderr)
         sys.exit(1)
+    from tasks.features import FeatureSpec
     from tasks.model import load_model
 
-    model, spec, _labels = load_model(path)
-    return model, spec
+    trained = load_model(path)
+    if trained.task != "tabular":
+        print(f"error: {path} is a {trained.task} model; use `python -m bench.families`", file=sys.stderr)
+        sys.exit(1)
+    return trained, FeatureSpec.model_validate(trained.prep)
 
 
 def default_opset() -> int:
@@ -262,11 +266,11 @@ def table_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
     ]
 
 
-def export_model(model: Any, n_features: int, folder: Path) -> Path:
+def export_model(trained: Any, rows: np.ndarray, folder: Path) -> Path:
     from tasks.export import export_onnx
 
     path = folder / "model.onnx"
-    export_onnx(model, n_features, path, default_opset())
+    export_onnx(trained, [rows[:2]], path, default_opset())
     return path
 
 
@@ -295,12 +299,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     import onnxruntime as ort
     import torch
 
-    model, spec = load_trained(args.model)
+    trained, spec = load_trained(args.model)
+    model = trained.network
     rng = np.random.default_rng(args.seed)
     rows, source = input_rows(spec, rng)
     results, diffs = [], {}
     with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
-        onnx_path = export_model(model, rows.shape[1], Path(tmp))
+        onnx_path = export_model(trained, rows, Path(tmp))
         for threads in args.threads or default_threads():
             torch.set_num_threads(threads)
             group, diffs[f"cpu/{threads}"] = benchmark_group(

@@ -236,6 +236,8 @@ def prepare_text(frame: pd.DataFrame, column: str, target: str, source: str) -> 
     conflicting = labelled.groupby(column, dropna=False)[target].transform("nunique") > 1
     kept = labelled[~conflicting].drop_duplicates(subset=[column], ignore_index=True)
     counts = {
+        "rows_read": len(frame),
+        "unlabelled_dropped": len(table) - len(labelled),
         "conflicting_labels_dropped": int(conflicting.sum()),
         "duplicate_texts_dropped": len(labelled) - int(conflicting.sum()) - len(kept),
         "invalid_bytes_repaired": int(frame.attrs.get("invalid_bytes", 0)),
@@ -261,8 +263,8 @@ def ingest_table(params: Params, frame: pd.DataFrame, task: str, column: str | N
     return {
         **({"text_column": column} if column else {}),
         "columns": list(frame.columns),
-        **extra,
         **counts,
+        **extra,  # text counts what it dropped before clean_rows saw the rows
         "rows": len(frame),
         "splits": written,
     }

@@ -112,9 +112,11 @@ def fit(
     checkpoint: Path,
     resume: bool = False,
     take: Take = plain_take,
+    order: Callable[[list[torch.Tensor], int], torch.Tensor] | None = None,
 ) -> History:
     """The loop for every family: shuffled mini-batches of device-resident tensors, early stopping on
     validation accuracy (ties: loss), a checkpoint each epoch. `params` must be resolved (no nulls)."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     x, y = train
@@ -124,6 +126,7 @@ def fit(
     if history.epoch:
         log.info("resuming from %s after epoch %d", checkpoint, history.epoch)
     step = torch.compile(model) if params.compile else model
+    order_rows = order or (lambda inputs, size: torch.randperm(len(y), device=device))
     columns = [
         TextColumn("train"),
         BarColumn(),
@@ -131,11 +134,12 @@ def fit(
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
     ]
-    with Progress(*columns, transient=True) as progress:
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         bar = progress.add_task("epochs", total=params.epochs, completed=history.epoch, status="")
         while history.epoch < params.epochs and history.epoch - history.best_epoch < params.patience:
             model.train()
-            order = torch.randperm(len(y), device=device)
+            order = order_rows(x, params.batch_size)
             total = 0.0
             for start in range(0, len(y), params.batch_size):
                 index = order[start : start + params.batch_size]
@@ -204,7 +208,16 @@ def run(params: Params, resume: bool = False) -> dict[str, Any]:
         len(train_split),
     )
     started = time.perf_counter()
-    history = fit(network, train, val, settings, CHECKPOINT_DIR / CHECKPOINT, resume=resume, take=kind.take)
+    history = fit(
+        network,
+        train,
+        val,
+        settings,
+        CHECKPOINT_DIR / CHECKPOINT,
+        resume=resume,
+        take=kind.take,
+        order=kind.order,
+    )
     seconds = time.perf_counter() - started
     trained.network = network.cpu()
     save_model(MODEL_FILE, trained)

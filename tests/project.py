@@ -109,3 +109,42 @@ def tabular_frame(rows: int = 300, classes: int = 2, seed: int = 0) -> pd.DataFr
     )
     frame.loc[rng.choice(rows, rows // 20, replace=False), "dose_mg"] = np.nan
     return frame
+
+
+def image_folder(root: Path, per_class: int = 20, size: int = 12, seed: int = 0) -> dict[str, list[Path]]:
+    """ImageFolder layout: classes told apart by which half of the image is bright (PNG, some JPEG)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    made: dict[str, list[Path]] = {}
+    for label, bright in (
+        ("left", np.s_[:, : size // 2]),
+        ("right", np.s_[:, size // 2 :]),
+        ("top", np.s_[: size // 2]),
+    ):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        made[label] = []
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (size, size)).astype(np.uint8)
+            pixels[bright] = rng.integers(190, 256, pixels[bright].shape)
+            path = folder / f"{i:03d}.{'jpg' if i % 5 == 0 else 'png'}"
+            Image.fromarray(pixels, "L").save(path, quality=95)
+            made[label].append(path)
+    return made
+
+
+SPAM_WORDS = ["win", "free", "prize", "cash", "claim", "urgent", "offer", "txt", "now", "call"]
+HAM_WORDS = ["see", "you", "later", "dinner", "tonight", "thanks", "love", "home", "meeting", "soon"]
+
+
+def text_frame(rows: int = 160, seed: int = 0) -> pd.DataFrame:
+    """Short messages labelled spam/ham by their words, plus a short categorical column."""
+    rng = np.random.default_rng(seed)
+    label = rng.random(rows) < 0.3
+    texts = [
+        " ".join(rng.choice(SPAM_WORDS if spam else HAM_WORDS, rng.integers(5, 12))) + f" #{i}"
+        for i, spam in enumerate(label)
+    ]
+    channel = rng.choice(["sms", "mail"], rows)
+    return pd.DataFrame({"channel": channel, "message": texts, "kind": np.where(label, "spam", "ham")})

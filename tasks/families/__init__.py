@@ -68,6 +68,16 @@ class Family:
         """The network; `pretrained` loads pretrained weights where the model has them (a new model)."""
         raise NotImplementedError
 
+    def order(self, inputs: list[torch.Tensor], batch_size: int) -> torch.Tensor:
+        """The rows of one epoch, in order; consecutive `batch_size` slices are the mini-batches."""
+        import torch
+
+        return torch.randperm(len(inputs[0]), device=inputs[0].device)
+
+    def by_length(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """Row order for batched inference: shortest first where rows have a length (texts)."""
+        return np.arange(len(inputs[0]))
+
     def take(self, inputs: list[torch.Tensor], index: torch.Tensor | slice) -> list[torch.Tensor]:
         """A mini-batch of the device-resident inputs (text trims padding here)."""
         return [x[index] for x in inputs]

@@ -84,13 +84,13 @@ class ImageFamily(Family):
     def fit(self, train: Split, ingest: dict[str, Any], params: Params) -> dict[str, Any]:
         pixels = train.pixels
         scaled = pixels.reshape(-1, pixels.shape[-1]).astype(np.float64) / 255.0
-        std = scaled.std(axis=0)
+        std = scaled.std(axis=0).round(6)
         return {
             "height": int(pixels.shape[1]),
             "width": int(pixels.shape[2]),
             "channels": int(pixels.shape[3]),
             "mean": scaled.mean(axis=0).round(6).tolist(),
-            "std": np.where(std > 0, std, 1.0).round(6).tolist(),
+            "std": np.where(std >= 1e-3, std, 1.0).tolist(),  # a constant channel is not scaled
         }
 
     def encode(self, split: Split, prep: dict[str, Any]) -> list[np.ndarray]:

@@ -323,7 +323,9 @@ def test_run_without_an_ingest_report_says_to_ingest_first(project: Path, make_p
 
 def test_run_refuses_a_model_of_another_family(project: Path, make_frame, make_params) -> None:
     write_splits(make_frame)
-    with pytest.raises(ShipyardError, match=r"train.model: 'cnn' is not a tabular model; choose one of \['mlp'\]"):
+    with pytest.raises(
+        ShipyardError, match=r"train.model: 'cnn' is not a tabular model; choose one of \['mlp'\]"
+    ):
         train_stage.run(make_params(train={"model": "cnn"}))
 
 
