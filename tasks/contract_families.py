@@ -108,7 +108,7 @@ def text_expectations(train: pd.DataFrame, target: str, column: str, params: Any
 
     E = gx.expectations
     _require_columns(train, [column, target], "text")
-    blank = mostly_for(getattr(params, "max_empty_fraction", 0.0))
+    blank = mostly_for(params.max_empty_fraction)
     out = _table_expectations(E, train)
     out.append(with_severity(E.ExpectColumnValuesToNotBeNull(column=column, mostly=blank), CRITICAL))
     out.append(
@@ -176,7 +176,7 @@ def family_checks(
     checks: dict[str, list[dict[str, Any]]] = {name: [] for name in frames}
     train = frames.get("train")
     if train is not None and target in train.columns:
-        min_rows = int(getattr(params, "min_class_rows", 2))
+        min_rows = params.min_class_rows
         checks["train"] += class_count_checks(train[target], target, min_rows)
     names = list(frames)
     for index, name in enumerate(names):

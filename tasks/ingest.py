@@ -85,14 +85,16 @@ def _quote(identifier: str) -> str:
 
 
 def read_delimited_file(path: Path, fmt: str, invalid_bytes: str) -> pd.DataFrame:
-    """CSV/TSV as UTF-8; bytes that are not UTF-8 are repaired (counted in frame.attrs) or rejected."""
+    """CSV/TSV as UTF-8. A few bytes that are not UTF-8 are repaired (counted in frame.attrs) unless
+    ingest.invalid_bytes is reject; a file with many (over 1% of its bytes) or with NUL bytes is not text."""
     from tasks.texts import decode_bytes, read_delimited
 
-    text, invalid = decode_bytes(path.read_bytes())
-    if invalid and invalid_bytes == "reject":
+    raw = path.read_bytes()
+    text, invalid = decode_bytes(raw)
+    if invalid and (invalid_bytes == "reject" or invalid > max(10, len(raw) // 100) or b"\x00" in raw[:4096]):
         raise ShipyardError(
-            f"{path}: not UTF-8 text ({invalid} invalid byte sequence(s)): re-encode it as UTF-8, "
-            "or set ingest.invalid_bytes: repair"
+            f"{path}: not UTF-8 text ({invalid} invalid byte sequence(s)): re-encode it as UTF-8"
+            + (", or set ingest.invalid_bytes: repair" if invalid_bytes == "reject" else "")
         )
     if not text.strip():
         raise pd.errors.EmptyDataError

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tasks.config import ValidateParams
 from tasks.contract_families import Task, family_checks, infer_family_suite
 from tasks.errors import ShipyardError
 from tasks.paths import DATA_DOCS_DIR, INFERRED_SUITE, INGEST_REPORT, VALIDATION_RESULTS, split_path
@@ -160,12 +161,12 @@ def test_a_class_with_too_few_training_rows_fails(project: Path, make_params: Ca
 
 def test_min_class_rows_and_the_dominant_class_warning() -> None:
     frames = {"train": pd.DataFrame({TARGET: ["cat"] * 200 + ["dog"] * 2})}
-    enough, dominant = family_checks(frames, TARGET, Task("image"), SimpleNamespace())["train"]
+    enough, dominant = family_checks(frames, TARGET, Task("image"), ValidateParams())["train"]
     assert enough["success"]  # min_class_rows defaults to 2
     assert not dominant["success"] and dominant["severity"] == "warning"
     assert dominant["message"] == "class 'cat' holds 99.0% of the rows (above 99%)"
 
-    strict, _ = family_checks(frames, TARGET, Task("image"), SimpleNamespace(min_class_rows=3))["train"]
+    strict, _ = family_checks(frames, TARGET, Task("image"), ValidateParams(min_class_rows=3))["train"]
     assert not strict["success"] and strict["unexpected_values"] == ["dog"]
 
 
