@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.project import dvc, shipyard, tabular_frame
+from tests.project import dvc, image_folder, shipyard, tabular_frame, text_frame
 
 PROTECTED = [
     "registry/production.json",
@@ -41,6 +41,34 @@ def text_in_numbers(project: Path) -> str:
     return "typo.csv"
 
 
+def empty_class_folder(project: Path) -> str:
+    image_folder(project / "photos", per_class=4)
+    (project / "photos/empty").mkdir()
+    return "photos"
+
+
+def corrupt_image(project: Path) -> str:
+    made = image_folder(project / "photos", per_class=4)
+    data = made["top"][1].read_bytes()
+    made["top"][1].write_bytes(data[: len(data) // 2])
+    return "photos"
+
+
+def texts_with(project: Path, change) -> str:
+    frame = text_frame(rows=60).rename(columns={"kind": "label"})
+    change(frame)
+    frame.to_csv(project / "texts.csv", index=False)
+    return "texts.csv"
+
+
+def single_example(frame) -> None:
+    frame.loc[0, "label"] = "rare"
+
+
+def empty_texts(frame) -> None:
+    frame["message"] = ""
+
+
 BAD_INPUTS = {
     "missing file": (lambda p: "nowhere.csv", ["nowhere.csv", "not found"]),
     "unreadable file": (lambda p: write(p, "binary.csv", b"\xff\xfe\x00\x81" * 64), ["binary.csv", "UTF-8"]),
@@ -49,17 +77,33 @@ BAD_INPUTS = {
     "target missing": (lambda p: write(p, "notarget.csv", "a,b\n1,2\n3,4\n"), ["'label'", "not found"]),
     "single class": (single_class, ["1 class"]),
     "text in a numeric column": (text_in_numbers, ["dose_mg", "twelve"]),
+    "empty class folder": (empty_class_folder, ["photos/empty", "no images"]),
+    "corrupt image, bad_files fail": (
+        corrupt_image,
+        ["top/001.png", "corrupt image"],
+        ["--set", "ingest.bad_files=fail"],
+    ),
+    "text column of numbers": (
+        lambda p: texts_with(p, lambda f: f.__setitem__("message", range(len(f)))),
+        ["'message'", "numbers"],
+        ["--text-column", "message"],
+    ),
+    "all-empty text column": (
+        lambda p: texts_with(p, empty_texts),
+        ["'message'", "empty"],
+        ["--text-column", "message"],
+    ),
+    "label with a single example": (lambda p: texts_with(p, single_example), ["'rare'", "1 row"]),
 }
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
 def test_bad_data_fails_cleanly_and_keeps_last_good_model(trained_project, prefect_server, case):
-    make_file, expected = BAD_INPUTS[case]
+    make_file, expected, *extra = BAD_INPUTS[case]
     before = snapshot(trained_project)
     source = make_file(trained_project)
-    result = shipyard(
-        trained_project, "run", "--data", source, "--target", "label", PREFECT_API_URL=prefect_server
-    )
+    args = ["--data", source, "--target", "label", *(extra[0] if extra else [])]
+    result = shipyard(trained_project, "run", *args, PREFECT_API_URL=prefect_server)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "Traceback" not in output

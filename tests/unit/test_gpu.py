@@ -24,3 +24,32 @@ def test_auto_device_trains_on_cuda_and_exports_with_parity(project, make_params
     evaluate.run(params)
     manifest = export.run(params)  # the model is saved on the CPU; parity is checked against ORT
     assert all(r["class_agreement"] >= 0.999 for r in manifest["parity"].values())
+
+
+@pytest.mark.parametrize("model", ["cnn", "lstm"])
+def test_image_and_text_families_train_on_cuda_with_bf16(tmp_path, model):
+    """The one loop with device-resident uint8 pixels / token ids under bf16 autocast."""
+    from tasks.config import TrainParams
+    from tasks.families import family
+    from tasks.train import fit, resolve
+
+    device = torch.device("cuda")
+    n = 512
+    y = torch.randint(0, 3, (n,), device=device)
+    if model == "cnn":
+        prep = {"height": 16, "width": 16, "channels": 1, "mean": [0.5], "std": [0.3]}
+        pixels = torch.randint(0, 60, (n, 16, 16, 1), dtype=torch.uint8, device=device)
+        pixels[y == 1, :, :8] = 220
+        pixels[y == 2, :8] = 220
+        inputs, kind = [pixels], family("image")
+    else:
+        prep = {"vocab_size": 50, "pad_id": 0}
+        ids = torch.randint(4, 20, (n, 12), device=device) + 10 * y[:, None]
+        inputs, kind = [ids, torch.ones_like(ids)], family("text")
+    settings = resolve(TrainParams(model=model, epochs=6, lr=3e-3), model)
+    network = kind.build(model, prep, 3, settings).to(device)
+    history = fit(
+        network, (inputs, y), (inputs, y), settings, tmp_path / "last.pt", take=kind.take, order=kind.order
+    )
+    assert history.epochs[-1]["loss"] < history.epochs[0]["loss"]
+    assert history.epochs[-1]["val_accuracy"] > 0.6
