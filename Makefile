@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint bench repro serve clean
+.PHONY: install run test test-fast lint bench reference repro serve clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ lint: install
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.pipeline && $(BIN)/python -m bench.onnx_vs_torch
+	$(BIN)/python -m bench.families
+
+# The README's reference results: MNIST-10k and SMS Spam through the pipeline (needs ../shared/datasets).
+reference: install
+	$(BIN)/python -m bench.reference
 
 repro: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

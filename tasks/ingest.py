@@ -130,6 +130,7 @@ def read_source(params: IngestParams) -> pd.DataFrame:
         raise ShipyardError(f"{source}: duplicate column names {repeated} (after trimming spaces)")
     if frame.empty:
         raise ShipyardError(f"{source}: no data rows (header only?)")
+    frame.attrs["format"] = fmt
     return frame
 
 
@@ -306,7 +307,10 @@ def run(params: Params) -> dict[str, Any]:
     p = params.ingest
     frame, is_images = read_data(params)
     task, column = ("image", None) if is_images else detect_task(params, frame)
-    log.info("task: %s%s (%s)", task, f", text column '{column}'" if column else "", p.source)
+    kind = "image files" if frame is None else frame.attrs.get("format", "table")
+    log.info(
+        "%s: read as %s; task: %s%s", p.source, kind, task, f", text column '{column}'" if column else ""
+    )
     details = ingest_images(params) if task == "image" else ingest_table(params, frame, task, column)
     if task != "image":
         for name in SPLITS:
