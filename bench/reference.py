@@ -83,7 +83,7 @@ def summarize(name: str, folder: Path, seconds: dict[str, float]) -> dict[str, A
         "accuracy": metrics["accuracy"],
         "f1_macro": metrics["f1_macro"],
         "f1_spam": metrics["per_class"].get("spam", {}).get("f1"),
-        "latency_ms_batch_1": {k: v.get("cpu_latency", {}).get("batch_1_ms") for k, v in variants.items()},
+        "latency_ms_batch_1": {k: v.get("latency", {}).get("batch_1_ms") for k, v in variants.items()},
         "variant_accuracy": {k: v.get("accuracy") for k, v in variants.items()},
         "variants_published": [k for k, v in variants.items() if v["published"]],
         "stage_seconds": seconds,

@@ -133,12 +133,16 @@ def check_parity(
     return report
 
 
-def cpu_session(path: Path) -> Any:
+def cpu_session(path: Path, cuda: bool = False) -> Any:
+    """An onnxruntime session on the CPU, or on CUDA when asked and really active (else the CPU)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    if cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(path), options, providers=providers)
 
 
 def make_variant(kind: str, source: Path, dest: Path) -> None:
@@ -175,12 +179,15 @@ def quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def score_model(path: Path, family: Family, inputs: list[np.ndarray], y: np.ndarray) -> dict[str, Any]:
+def score_model(
+    path: Path, family: Family, inputs: list[np.ndarray], y: np.ndarray, cuda: bool = False
+) -> dict[str, Any]:
     """Test-set accuracy and batch-1 / batch-32 median latency of one ONNX file on the CPU provider.
 
     Rows are scored shortest first in batches cut to their longest (texts); latency is timed on the first
-    1 and 32 test rows (texts cut to the longest of them), as a server would batch them."""
-    session = cpu_session(path)
+    1 and 32 test rows (texts cut to the longest of them), as a server would batch them. `cuda`: on the
+    CUDA provider where it is active (the FP16 variant's path)."""
+    session = cpu_session(path, cuda)
     names = list(family.inputs)
     ranked = family.by_length(inputs)
     sorted_inputs = [a[ranked] for a in inputs]
@@ -197,7 +204,8 @@ def score_model(path: Path, family: Family, inputs: list[np.ndarray], y: np.ndar
         latency[f"batch_{batch}_ms"] = round(statistics.median(times) * 1000, 3)
     return {
         "accuracy": float((proba.argmax(1) == y[ranked]).mean()),
-        "cpu_latency": latency,
+        "provider": session.get_providers()[0],
+        "latency": latency,
         "bytes": path.stat().st_size,
     }
 
@@ -213,7 +221,7 @@ def build_variants(
         path = VARIANT_FILES[kind]
         try:
             make_variant(kind, ONNX_FILE, path)
-            scored = score_model(path, trained.family, inputs, y)
+            scored = score_model(path, trained.family, inputs, y, cuda=kind == "fp16")
         except Exception as err:  # a variant that cannot be built or run is reported, never published
             path.unlink(missing_ok=True)
             variants[kind] = {"published": False, "reason": f"failed: {str(err).splitlines()[0][:200]}"}

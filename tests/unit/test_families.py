@@ -510,7 +510,7 @@ def test_variants_within_the_budget_are_published(exported_tabular) -> None:
         assert (
             entry["file"] == VARIANT_FILES[kind].name and VARIANT_FILES[kind].stat().st_size == entry["bytes"]
         )
-        assert set(entry["cpu_latency"]) == {"batch_1_ms", "batch_32_ms"}
+        assert set(entry["latency"]) == {"batch_1_ms", "batch_32_ms"}
     int8_types = {init.data_type for init in onnx.load(str(VARIANT_FILES["int8"])).graph.initializer}
     assert onnx.TensorProto.INT8 in int8_types  # really quantized
     fp16_types = {init.data_type for init in onnx.load(str(VARIANT_FILES["fp16"])).graph.initializer}
