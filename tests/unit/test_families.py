@@ -521,8 +521,8 @@ def test_a_variant_that_loses_accuracy_is_not_published(exported_tabular, monkey
     trained, inputs, y = exported_tabular
     real_score = export.score_model
 
-    def worse_variants(path: Path, *args):
-        scored = real_score(path, *args)
+    def worse_variants(path: Path, *args, **kwargs):
+        scored = real_score(path, *args, **kwargs)
         return scored if path == ONNX_FILE else {**scored, "accuracy": scored["accuracy"] - 0.2}
 
     monkeypatch.setattr(export, "score_model", worse_variants)
