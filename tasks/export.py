@@ -140,9 +140,16 @@ def cpu_session(path: Path, cuda: bool = False) -> Any:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
-    if cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+    if cuda and torch_sees_cuda() and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def torch_sees_cuda() -> bool:
+    """A cheap guard: onnxruntime-gpu lists CUDA as available (and logs loudly) on machines without one."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def make_variant(kind: str, source: Path, dest: Path) -> None:
