@@ -101,17 +101,15 @@ class TextFamily(Family):
         p = params.train
         model = self.choose_model(p.model)
         if model == "minilm":
-            tokenizer = texts.pretrained_tokenizer(params.train.max_length)
+            tokenizer = texts.pretrained_tokenizer(p.max_length)
             config = _pretrained_config()
         else:
             corpus = train.frame[column].fillna("").astype(str).tolist()
-            tokenizer = texts.train_tokenizer(
-                corpus, params.train.vocab_size, max_length=params.train.max_length
-            )
+            tokenizer = texts.train_tokenizer(corpus, p.vocab_size, max_length=p.max_length)
             config = None
         return {
             "text_column": column,
-            "max_length": params.train.max_length,
+            "max_length": p.max_length,
             "vocab_size": tokenizer.get_vocab_size(),
             "pad_id": tokenizer.padding["pad_id"],
             "tokenizer_json": tokenizer.to_str(),
