@@ -157,6 +157,29 @@ def _save_figure(fig: Any, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
 
 
+def comparable_production(params: Params, trained: Trained) -> dict[str, Any] | None:
+    """Production's manifest when it solves the same problem (task, target, labels), else None.
+
+    A model for another dataset (say, images after a table) is not a regression of the one in production:
+    it is gated by the thresholds alone, and the log says so.
+    """
+    production = production_manifest(params.promote.registry)
+    if production is None:
+        return None
+    mine = (trained.task, params.ingest.target, trained.labels)
+    theirs = (production.get("task", "tabular"), production.get("target"), production.get("labels"))
+    if mine != theirs:
+        log.info(
+            "production %s is a different problem (%s, target %r, %d labels): no regression check",
+            production["version"],
+            theirs[0],
+            theirs[1],
+            len(theirs[2] or []),
+        )
+        return None
+    return production
+
+
 def run(params: Params) -> dict[str, Any]:
     trained = load_model(MODEL_FILE)
     labels = trained.labels
@@ -166,7 +189,7 @@ def run(params: Params) -> dict[str, Any]:
     metrics = compute_metrics(y, proba, labels)
     write_json(METRICS_FILE, metrics)
     write_plots(y, proba, labels)
-    production = production_manifest(params.promote.registry)
+    production = comparable_production(params, trained)
     reasons = bless(metrics, params.evaluate, production["metrics"] if production else None)
     blessing = {
         "blessed": not reasons,

@@ -207,18 +207,40 @@ def test_run_refuses_a_bad_model_but_writes_its_reports(fitted_project: Path, fi
     assert any(r.startswith("f1_macro ") for r in blessing["reasons"])
 
 
-def test_run_compares_with_production(fitted_project: Path, fitted_params) -> None:
+def publish_production(params, **manifest) -> str:
     from tasks.registry import publish_version, set_production
 
     Path("model.onnx").write_bytes(b"onnx")
-    version = publish_version(
-        fitted_params.promote.registry, [Path("model.onnx")], {"metrics": {"f1_macro": 1.5}, "files": {}}
-    )
-    set_production(fitted_params.promote.registry, version)
+    problem = {"task": "tabular", "target": "label", "labels": ["no", "yes"]}
+    manifest = {**problem, "metrics": {"f1_macro": 1.5}, "files": {}, **manifest}
+    version = publish_version(params.promote.registry, [Path("model.onnx")], manifest)
+    set_production(params.promote.registry, version)
+    return version
+
+
+def test_run_compares_with_production(fitted_project: Path, fitted_params) -> None:
+    version = publish_production(fitted_params)
     with pytest.raises(GateFailed, match="worse than production's 1.5000"):
         evaluate.run(fitted_params)
     blessing = json.loads(BLESSING_FILE.read_text(encoding="utf-8"))
     assert blessing["blessed"] is False and blessing["compared_with"] == version == "v0001"
+
+
+@pytest.mark.parametrize(
+    "other",
+    [{"task": "image"}, {"labels": ["benign", "malignant"]}, {"target": "diagnosis"}],
+    ids=["another task", "other labels", "another target"],
+)
+def test_a_production_model_for_another_problem_is_not_a_regression_baseline(
+    fitted_project: Path, fitted_params, other, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a table, a user trains on images: the gate is the thresholds alone (and says so)."""
+    publish_production(fitted_params, **other)
+    with caplog.at_level("INFO", logger="shipyard.evaluate"):
+        evaluate.run(fitted_params)
+    blessing = json.loads(BLESSING_FILE.read_text(encoding="utf-8"))
+    assert blessing == {"blessed": True, "reasons": [], "compared_with": None}
+    assert "is a different problem" in caplog.text
 
 
 def test_run_does_not_bless_an_undefined_metric(fitted_project: Path, fitted_params) -> None:
