@@ -22,17 +22,8 @@ log = logging.getLogger("shipyard.evaluate")
 
 
 def predict_proba(trained: Trained, inputs: list[np.ndarray], batch: int = 256) -> np.ndarray:
-    """Class probabilities from the torch model, batch by batch (text batches cut to their longest)."""
-    import torch
-
-    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs]
-    rows = len(tensors[0])
-    with torch.no_grad():
-        parts = [
-            trained.network(*trained.family.take(tensors, slice(i, i + batch)))[1].float().numpy()
-            for i in range(0, rows, batch)
-        ]
-    proba = np.concatenate(parts).astype(np.float64)
+    """Class probabilities from the torch model as float64 rows that sum to 1."""
+    proba = trained.predict(inputs, batch)[1].astype(np.float64)
     return proba / proba.sum(axis=1, keepdims=True)
 
 

@@ -196,13 +196,11 @@ def source_hash(source: str) -> str | None:
     return sha256_file(path) if "://" not in source and path.is_file() else None
 
 
-def detect_task(params: Params, frame: pd.DataFrame | None) -> tuple[str, str | None]:
-    """(task, text column): from params when set, else an image source, a table with free text, a table."""
+def detect_task(params: Params, frame: pd.DataFrame) -> tuple[str, str | None]:
+    """(task, text column) of a table: from params when set, else text when a column holds free text."""
     from tasks.texts import check_text_column, find_text_column
 
     p = params.ingest
-    if frame is None:
-        return "image", None
     if params.task == "image":
         raise ShipyardError(f"{p.source}: task is 'image' but this is a table, not an image folder")
     column = p.text_column

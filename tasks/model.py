@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +28,17 @@ class Trained:
     @property
     def family(self) -> Family:
         return family(self.task)
+
+    def predict(self, inputs: list[np.ndarray], batch: int = 256, cut: bool = True) -> tuple[np.ndarray, ...]:
+        """(logits, probabilities) of the network over all rows, `batch` rows at a time, without
+        gradients; `cut` lets the family cut each batch (texts to their longest), else rows go as given."""
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs]
+        take = self.family.take if cut else (lambda arrays, rows: [a[rows] for a in arrays])
+        with torch.no_grad():
+            parts = [
+                self.network(*take(tensors, slice(i, i + batch))) for i in range(0, len(tensors[0]), batch)
+            ]
+        return tuple(torch.cat([part[k] for part in parts]).float().numpy() for k in range(2))
 
 
 def save_model(path: str | Path, trained: Trained) -> None:

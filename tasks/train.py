@@ -16,7 +16,7 @@ from torch import nn
 
 from tasks.config import Params, TrainParams
 from tasks.errors import ShipyardError, stage_main
-from tasks.families import Split, family, ingest_report, load_split, train_setting
+from tasks.families import Split, family, ingest_report, load_split, plain_order, train_setting
 from tasks.features import encode_labels, label_values
 from tasks.io import atomic_write, write_json
 from tasks.model import Trained, save_model
@@ -112,7 +112,7 @@ def fit(
     checkpoint: Path,
     resume: bool = False,
     take: Take = plain_take,
-    order: Callable[[list[torch.Tensor], int], torch.Tensor] | None = None,
+    order: Callable[[list[torch.Tensor], int], torch.Tensor] = plain_order,
 ) -> History:
     """The loop for every family: shuffled mini-batches of device-resident tensors, early stopping on
     validation accuracy (ties: loss), a checkpoint each epoch. `params` must be resolved (no nulls)."""
@@ -126,7 +126,6 @@ def fit(
     if history.epoch:
         log.info("resuming from %s after epoch %d", checkpoint, history.epoch)
     step = torch.compile(model) if params.compile else model
-    order_rows = order or (lambda inputs, size: torch.randperm(len(y), device=device))
     columns = [
         TextColumn("train"),
         BarColumn(),
@@ -139,10 +138,10 @@ def fit(
         bar = progress.add_task("epochs", total=params.epochs, completed=history.epoch, status="")
         while history.epoch < params.epochs and history.epoch - history.best_epoch < params.patience:
             model.train()
-            order = order_rows(x, params.batch_size)
+            rows = order(x, params.batch_size)
             total = 0.0
             for start in range(0, len(y), params.batch_size):
-                index = order[start : start + params.batch_size]
+                index = rows[start : start + params.batch_size]
                 with autocast(device):
                     loss = nn.functional.cross_entropy(step(*take(x, index))[0].float(), y[index])
                 optimizer.zero_grad(set_to_none=True)

@@ -70,9 +70,7 @@ class Family:
 
     def order(self, inputs: list[torch.Tensor], batch_size: int) -> torch.Tensor:
         """The rows of one epoch, in order; consecutive `batch_size` slices are the mini-batches."""
-        import torch
-
-        return torch.randperm(len(inputs[0]), device=inputs[0].device)
+        return plain_order(inputs, batch_size)
 
     def by_length(self, inputs: list[np.ndarray]) -> np.ndarray:
         """Row order for batched inference: shortest first where rows have a length (texts)."""
@@ -94,6 +92,13 @@ class Family:
                 f"train.model: '{requested}' is not a {self.name} model; choose one of {list(self.models)}"
             )
         return requested
+
+
+def plain_order(inputs: list[torch.Tensor], batch_size: int) -> torch.Tensor:
+    """Every row once, shuffled."""
+    import torch
+
+    return torch.randperm(len(inputs[0]), device=inputs[0].device)
 
 
 def family(task: str) -> Family:
