@@ -65,6 +65,36 @@ class ValidateParams(Section):
     max_duplicate_fraction: float = Field(0.05, ge=0, le=1)
     min_class_rows: int = Field(2, ge=1)  # image/text: fewest training rows a class may have
     max_empty_fraction: float = Field(0.0, ge=0, le=1)  # text: share of empty texts tolerated
+    on_bad_rows: Literal["fail", "quarantine"] = "fail"  # rows failing a critical row rule
+    max_bad_row_fraction: float = Field(0.01, ge=0, le=1)  # quarantine: fail anyway above this share
+    sensitive_columns: list[str] = Field(default_factory=list)  # values never shown in reports
+    target_leakage: Literal["critical", "warning", "off"] = "critical"  # a feature that is the label
+    chunk_rows: int = Field(200_000, ge=1000)  # `contract check`: rows per chunk (bounds memory)
+
+
+class DriftThresholds(Section):
+    psi: float = Field(ge=0)  # population stability index, numeric columns (and text lengths)
+    ks: float = Field(ge=0, le=1)  # two-sample Kolmogorov-Smirnov statistic
+    js: float = Field(ge=0, le=1)  # Jensen-Shannon distance (base 2), categorical columns
+    new_category_rate: float = Field(ge=0, le=1)  # share of rows with a category unseen in training
+    oov_increase: float = Field(ge=0, le=1)  # text: out-of-vocabulary rate above the reference's
+
+
+class DriftParams(Section):
+    """New data against the training reference; critical drift stops promotion when `gate` is on."""
+
+    gate: bool = True
+    bins: int = Field(10, ge=2, le=100)
+    warning: DriftThresholds = Field(
+        default_factory=lambda: DriftThresholds(
+            psi=0.1, ks=0.1, js=0.1, new_category_rate=0.01, oov_increase=0.05
+        )
+    )
+    critical: DriftThresholds = Field(
+        default_factory=lambda: DriftThresholds(
+            psi=0.25, ks=0.25, js=0.2, new_category_rate=0.05, oov_increase=0.15
+        )
+    )
 
 
 ModelName = Literal["auto", "mlp", "cnn", "lstm", "minilm"]
@@ -111,12 +141,14 @@ class PromoteParams(Section):
 class ServeParams(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    validate_inputs: bool = False  # check requests against the model's data contract (422 on violation)
 
 
 class Params(Section):
     task: Literal["auto", "tabular", "image", "text"] = "auto"  # auto: inferred from the data
     ingest: IngestParams = Field(default_factory=IngestParams)
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    drift: DriftParams = Field(default_factory=DriftParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     export: ExportParams = Field(default_factory=ExportParams)

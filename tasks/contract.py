@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import great_expectations as gx
 
 SUITE_NAME = "shipyard"
+SETTINGS_KEY = "shipyard"  # the suite meta key holding shipyard's settings (see suite_settings)
 CRITICAL = "critical"
 WARNING = "warning"
 SEVERITIES = ("critical", "warning", "info")
@@ -245,6 +246,14 @@ def load_suite(path: str | Path) -> gx.ExpectationSuite:
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else None
     notes = data.get("notes") if isinstance(data.get("notes"), str | list) else None
     return gx.ExpectationSuite(name=name, expectations=expectations, meta=meta, notes=notes)
+
+
+def suite_settings(suite: gx.ExpectationSuite | dict[str, Any]) -> dict[str, Any]:
+    """shipyard's settings kept in a suite's `meta.shipyard`: target, task, text_column,
+    sensitive_columns (values never shown), rows (of the reference data). Empty when absent."""
+    meta = suite.get("meta") if isinstance(suite, dict) else getattr(suite, "meta", None)
+    settings = (meta or {}).get(SETTINGS_KEY) if isinstance(meta, dict) else None
+    return dict(settings) if isinstance(settings, dict) else {}
 
 
 def json_value(value: Any) -> Any:

@@ -281,6 +281,9 @@ def _item(result: Any) -> dict[str, Any]:
     if "column_list" in kwargs:
         item["columns"] = list(kwargs["column_list"])
     outcome = result.result or {}
+    for count in ("element_count", "missing_count"):  # kept so that chunk results can be summed
+        if outcome.get(count) is not None:
+            item[count] = int(outcome[count])
     if "unexpected_count" in outcome:
         item["unexpected_count"] = int(outcome["unexpected_count"] or 0)
         item["unexpected_percent"] = json_value(outcome.get("unexpected_percent"))
