@@ -209,6 +209,8 @@ def test_run_with_a_params_contract_fails_before_training_and_keeps_the_report(
             "severity": "critical",
             "success": False,
             "expected": "min 0, max 50",
+            "element_count": 6,
+            "missing_count": 0,
             "unexpected_count": 2,
             "unexpected_percent": pytest.approx(100 / 3),
             "unexpected_values": [99.0, 120.5],
