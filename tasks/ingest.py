@@ -98,7 +98,10 @@ def read_delimited_file(path: Path, fmt: str, invalid_bytes: str) -> pd.DataFram
         )
     if not text.strip():
         raise pd.errors.EmptyDataError
-    frame = read_delimited(text, "\t" if fmt == "tsv" else sniff_delimiter(text))
+    try:
+        frame = read_delimited(text, "\t" if fmt == "tsv" else sniff_delimiter(text))
+    except ShipyardError as err:
+        raise ShipyardError(f"{path}: {err}") from None
     frame.attrs["invalid_bytes"] = invalid
     return frame
 
@@ -116,15 +119,20 @@ def read_source(params: IngestParams) -> pd.DataFrame:
             frame = pd.read_parquet(source)
         else:
             frame = read_delimited_file(Path(source), fmt, params.invalid_bytes)
-    except ShipyardError:
-        raise
     except pd.errors.EmptyDataError:
         raise ShipyardError(f"{source}: the file is empty") from None
     except UnicodeDecodeError as err:
         raise ShipyardError(f"{source}: not UTF-8 text (byte {err.start}): re-encode it as UTF-8") from None
     except (pd.errors.ParserError, ValueError, OSError) as err:
         raise ShipyardError(f"{source}: cannot read as {fmt}: {str(err).splitlines()[0]}") from None
+    except ShipyardError:
+        raise
     frame.columns = [str(c).strip() for c in frame.columns]
+    if fmt in ("csv", "tsv") and len(frame.columns) == 1:
+        raise ShipyardError(
+            f"{source}: only one column found ({frame.columns[0][:60]!r}); a dataset needs features and "
+            "a label: if the file has more columns, its delimiter is not one of , ; tab |"
+        )
     repeated = frame.columns[frame.columns.duplicated()].unique().tolist()
     if repeated:
         raise ShipyardError(f"{source}: duplicate column names {repeated} (after trimming spaces)")
@@ -145,11 +153,17 @@ def clean_rows(frame: pd.DataFrame, target: str, source: str) -> tuple[pd.DataFr
     if pd.api.types.is_float_dtype(labels) and (labels % 1 == 0).all():
         labelled[target] = labels.astype("int64")  # ints read as floats because of an empty label cell
     classes = labelled[target].nunique()
+    dropped = len(frame) - len(deduped)
     if classes < 2:
-        raise ShipyardError(f"{source}: target '{target}' has {classes} class(es); need at least 2")
+        note = (
+            f" ({len(deduped)} distinct of {len(frame)} rows: the rest are exact duplicates)"
+            if dropped
+            else ""
+        )
+        raise ShipyardError(f"{source}: target '{target}' has {classes} class(es); need at least 2{note}")
     counts = {
         "rows_read": len(frame),
-        "duplicates_dropped": len(frame) - len(deduped),
+        "duplicates_dropped": dropped,
         "unlabelled_dropped": len(deduped) - len(labelled),
     }
     return labelled, counts

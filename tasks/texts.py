@@ -78,12 +78,30 @@ def read_delimited(text: str, sep: str) -> pd.DataFrame:
     """
     literal = sep == "\t" and _fields_match_header(text, sep)
     quoting = csv.QUOTE_NONE if literal else csv.QUOTE_MINIMAL
+    kind = "TSV" if sep == "\t" else "CSV"
     try:
-        return pd.read_csv(io.StringIO(text), sep=sep, quoting=quoting)
+        frame = pd.read_csv(io.StringIO(text), sep=sep, quoting=quoting)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        kind = "TSV" if sep == "\t" else "CSV"
         message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ShipyardError(f"could not parse {kind} data: {message}") from err
+    short = _short_row(text, sep, quoting, len(frame.columns))
+    if short is not None:
+        line, fields = short
+        raise ShipyardError(
+            f"could not parse {kind} data: line {line} has {fields} field(s), the header has "
+            f"{len(frame.columns)} (ragged rows)"
+        )
+    return frame
+
+
+def _short_row(text: str, sep: str, quoting: int, width: int) -> tuple[int, int] | None:
+    """The first record with fewer fields than the header (pandas fills those with NaN silently):
+    its line number and field count. Longer records already fail in pandas. Blank lines are skipped."""
+    reader = csv.reader(io.StringIO(text), delimiter=sep, quoting=quoting)
+    for fields in reader:
+        if fields and len(fields) < width and any(f.strip() for f in fields):
+            return reader.line_num, len(fields)
+    return None
 
 
 def _normalise_text(value: Any) -> Any:

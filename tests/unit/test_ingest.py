@@ -129,6 +129,13 @@ def test_missing_file(tmp_path: Path) -> None:
         ("header.csv", b"x,colour,label\n", r"no data rows \(header only\?\)"),
         ("header.tsv", b"x\tcolour\tlabel\n", r"no data rows"),
         ("garbage.parquet", b"not parquet at all", "cannot read as parquet"),
+        (
+            "short.csv",
+            b"x,colour,label\n1,red,a\n2,blue\n3,red,b\n",
+            r".*line 3 has 2 field\(s\), the header has 3",
+        ),
+        ("long.csv", b"x,colour,label\n1,red,a\n2,blue,b,9\n", r".*Expected 3 fields in line 3, saw 4"),
+        ("spaces.csv", b"x colour label\n1 red a\n2 blue b\n", r"only one column found \('x colour label'\)"),
     ],
 )
 def test_unreadable_files_name_the_file(tmp_path: Path, name: str, content: bytes, expected: str) -> None:
@@ -136,6 +143,12 @@ def test_unreadable_files_name_the_file(tmp_path: Path, name: str, content: byte
     path.write_bytes(content)
     with pytest.raises(ShipyardError, match=rf"^{re.escape(str(path))}: {expected}"):
         read(path)
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffx,label\n1,a\n2,b\n".encode())
+    assert list(read(path).columns) == ["x", "label"]
 
 
 LATIN1 = "x,label\n1,café\n2,naïve\n".encode("latin-1")
@@ -399,3 +412,11 @@ def test_write_default_dataset(project: Path) -> None:
     assert frame.shape == (569, 31) and "target" in frame.columns
     assert set(frame["target"]) == {0, 1}
     assert [p.name for p in path.parent.iterdir()] == ["default.csv"]
+
+
+def test_a_table_of_one_repeated_row_says_so() -> None:
+    frame = pd.DataFrame({"x": [1] * 20, "label": ["a"] * 20})
+    with pytest.raises(
+        ShipyardError, match=r"1 class\(es\); need at least 2 \(1 distinct of 20 rows: the rest"
+    ):
+        clean_rows(frame, "label", "data.csv")
