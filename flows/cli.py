@@ -1,4 +1,4 @@
-"""`shipyard`: run the pipeline, serve the production model, schedule runs."""
+"""`shipyard`: run the pipeline, serve the production model, schedule runs, check data contracts and drift."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
+from flows.console import fail
+from flows.contract_cli import contract_app
+from flows.drift_cli import drift
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(contract_app, name="contract")
+app.command()(drift)
 
 PARAMS = Path("params.yaml")
-
-
-def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def source_value(data: str) -> str:
@@ -134,11 +135,22 @@ def serve(
     variant: Annotated[
         str, typer.Option(help="fp32, or a published variant: int8 (CPU) or fp16 (GPU)")
     ] = "fp32",
+    validate_inputs: Annotated[
+        bool | None,
+        typer.Option(
+            "--validate-inputs/--no-validate-inputs",
+            help="check each request against the model's data contract: 422 naming the column and rule "
+            "(default: serve.validate_inputs)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Serve the production model over HTTP with onnxruntime (GET /health, POST /predict).
+    """Serve the production model over HTTP with onnxruntime (GET /health, POST /predict, GET /metrics).
 
     POST /predict takes {"records": [...]} for tables, {"texts": [...]} for text models and
-    {"images": [base64 PNG/JPEG or uint8 arrays]} (or a raw image/png or image/jpeg body) for images.
+    {"images": [...]} of base64 PNG/JPEG or uint8 arrays (or a raw image/png or image/jpeg body) for
+    images. With --validate-inputs, each request is first checked against the data contract published
+    with the model (422 naming row, column and rule; violations counted in /metrics).
     """
     from tasks.config import load_params
     from tasks.errors import ShipyardError
@@ -152,7 +164,9 @@ def serve(
             host or config.serve.host,
             port or config.serve.port,
         )
-        serve_registry(registry, host, port, variant=variant)
+        if validate_inputs is None:
+            validate_inputs = config.serve.validate_inputs
+        serve_registry(registry, host, port, variant=variant, validate_inputs=validate_inputs)
     except ShipyardError as err:
         fail(str(err))
 

@@ -8,7 +8,13 @@ POST /predict takes what the model's family takes (content-type: application/jso
 It answers {"model", "version", "predictions": [{"label", "probabilities": {label: p}}]} in item order. A
 request the model cannot take is answered 400 (body not JSON), 415 (content type) or 422 with
 {"detail": "<what, naming the item>"}, never a traceback. GET /health names the model, version, task,
-variant and the provider that is really active.
+variant and the provider that is really active; GET /metrics gives Prometheus' text format (requests by route
+and status, input-contract violations by column, rule and severity).
+
+With `validate_inputs`, each request is first checked against the data contract published with the model
+(serving/contract.py): a critical violation is answered 422 with {"detail": [{"row", "column", "rule",
+"expected", "severity"[, "value"]}, ...], "violations": n}, never echoing a sensitive column's value;
+warnings are counted and the request answered. Without it, the request path does no contract work at all.
 """
 
 from __future__ import annotations
@@ -23,14 +29,17 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from serving.contract import CRITICAL, InputContract, load_input_contract
 from serving.inputs import IMAGE_TYPES, USAGE, InputError, read_request
+from serving.metrics import Metrics, RequestCounter
 from serving.model import FP32, LoadedModel, ServingError, load_production
 
 MAX_RECORDS = 10_000
+MAX_DETAIL = 100  # violations listed in one 422 (all are counted in /metrics)
 DESCRIPTIONS = {
     "tabular": "Classify table rows given as raw feature columns; one object is one record.",
     "image": "Classify images: base64 PNG/JPEG, data URLs or nested lists of 0-255 integers, or one raw "
@@ -42,16 +51,27 @@ logger = logging.getLogger("shipyard.serving")
 
 
 def create_app(
-    registry: Path, prefer_gpu: bool = True, max_records: int = MAX_RECORDS, variant: str = FP32
+    registry: Path,
+    prefer_gpu: bool = True,
+    max_records: int = MAX_RECORDS,
+    variant: str = FP32,
+    validate_inputs: bool = False,
 ) -> FastAPI:
-    """Load the production model now (a ServingError if there is none) and wrap it in an app."""
+    """Load the production model now (a ServingError if there is none) and wrap it in an app.
+
+    `validate_inputs` also loads the version's data contract (a ServingError if it has none).
+    """
     model = load_production(registry, prefer_gpu, variant)
+    contract = load_input_contract(model) if validate_inputs else None
     logger.info(model.describe())
+    if contract is not None:
+        logger.info(contract.describe())
+    metrics = Metrics()
     app = FastAPI(title=f"shipyard: {model.name}", version=model.version)
-    app.state.model = model
+    app.state.model, app.state.contract, app.state.metrics = model, contract, metrics
 
     @app.get("/health")
-    def health() -> dict[str, str]:
+    def health() -> dict[str, Any]:
         return {
             "status": "ok",
             "model": model.name,
@@ -59,7 +79,13 @@ def create_app(
             "task": model.task,
             "variant": model.variant,
             "provider": model.provider,
+            "validate_inputs": contract is not None,
         }
+
+    @app.get("/metrics", response_class=Response, description="Prometheus metrics, text format.")
+    def prometheus_metrics() -> Response:
+        body, media_type = metrics.exposition()
+        return Response(body, media_type=media_type)
 
     @app.post(
         "/predict",
@@ -69,8 +95,11 @@ def create_app(
     async def predict(request: Request) -> JSONResponse:
         body = await request.body()
         content_type = request.headers.get("content-type")
-        return await run_in_threadpool(answer_predict, model, content_type, body, max_records)
+        return await run_in_threadpool(
+            answer_predict, model, content_type, body, max_records, contract, metrics
+        )
 
+    app.add_middleware(RequestCounter, metrics=metrics, routes=[route.path for route in app.routes])
     return app
 
 
@@ -80,12 +109,13 @@ def serve(
     port: int = 8000,
     prefer_gpu: bool = True,
     variant: str = FP32,
+    validate_inputs: bool = False,
 ) -> None:
     """Load the production model, then serve it until interrupted; fails before binding if none loads."""
     import uvicorn
 
     _show_startup_log()
-    app = create_app(registry, prefer_gpu, variant=variant)
+    app = create_app(registry, prefer_gpu, variant=variant, validate_inputs=validate_inputs)
     sock = _listen(host, port)
     logger.info("listening on http://%s:%d (Ctrl-C to stop)", host, sock.getsockname()[1])
     config = uvicorn.Config(app, log_level="warning", access_log=False)
@@ -94,12 +124,23 @@ def serve(
     logger.info("stopped")
 
 
-def answer_predict(model: LoadedModel, content_type: str | None, body: bytes, max_items: int) -> JSONResponse:
+def answer_predict(
+    model: LoadedModel,
+    content_type: str | None,
+    body: bytes,
+    max_items: int,
+    contract: InputContract | None = None,
+    metrics: Metrics | None = None,
+) -> JSONResponse:
     """The predictions for one request, or its error as {"detail": ...} with the status it deserves."""
     try:
-        predictions = model.predict(read_request(model.task, content_type, body, max_items))
+        items = read_request(model.task, content_type, body, max_items)
+        if contract is not None and (refused := judge_inputs(contract, items, metrics)) is not None:
+            return refused
+        predictions = model.predict(items)
     except InputError as err:
-        return JSONResponse({"detail": str(err)}, status_code=err.status)
+        detail = str(err) if contract is None else contract.redact(str(err))
+        return JSONResponse({"detail": detail}, status_code=err.status)
     except ServingError as err:
         logger.error("predict failed: %s", err)
         return JSONResponse({"detail": str(err)}, status_code=500)
@@ -109,6 +150,21 @@ def answer_predict(model: LoadedModel, content_type: str | None, body: bytes, ma
             {"detail": "internal error while predicting (see the server log)"}, status_code=500
         )
     return JSONResponse({"model": model.name, "version": model.version, "predictions": predictions})
+
+
+def judge_inputs(contract: InputContract, items: list[Any], metrics: Metrics | None) -> JSONResponse | None:
+    """Count the items' contract violations; a 422 naming them when one is critical, else None."""
+    violations = contract.check(items)
+    if not violations:
+        return None
+    if metrics is not None:
+        metrics.count_violations((v.column, v.rule, v.severity) for v in violations)
+    critical = [v for v in violations if v.severity == CRITICAL]
+    if not critical:
+        return None
+    shown = critical + [v for v in violations if v.severity != CRITICAL]
+    detail = [v.detail() for v in shown[:MAX_DETAIL]]
+    return JSONResponse({"detail": detail, "violations": len(violations)}, status_code=422)
 
 
 def request_body_doc(model: LoadedModel) -> dict[str, Any]:

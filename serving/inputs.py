@@ -135,6 +135,40 @@ def decode_image(item: Any, size: ImagePreprocessing, where: str) -> np.ndarray:
     return to_pixels(image, size)
 
 
+def image_header(item: Any) -> dict[str, Any] | None:
+    """An image item's width, height and mode, read from its header (or a nested list's shape) without
+    decoding pixels; None when unreadable: the decoder then names the problem."""
+    try:
+        if isinstance(item, str):
+            item = decode_base64(item, "image")
+        if isinstance(item, bytes | bytearray):
+            with Image.open(io.BytesIO(item), formats=IMAGE_FORMATS) as image:
+                return {"width": image.width, "height": image.height, "mode": image.mode}
+        if isinstance(item, list | np.ndarray):
+            return _array_header(item)
+    except Exception:  # the decoder reports what is wrong with the item
+        return None
+    return None
+
+
+def _array_header(item: list[Any] | np.ndarray) -> dict[str, Any] | None:
+    """Width, height and the mode `Image.fromarray` gives, from the lengths of the first elements."""
+    if isinstance(item, np.ndarray):
+        shape = list(item.shape)
+    else:
+        shape, node = [], item
+        while isinstance(node, list) and node and len(shape) < 3:
+            shape.append(len(node))
+            node = node[0]
+    if len(shape) == 2:
+        mode = "L"
+    elif len(shape) == 3:
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(shape[2])
+    else:
+        return None
+    return {"width": shape[1], "height": shape[0], "mode": mode} if mode else None
+
+
 def to_pixels(image: Image.Image, size: ImagePreprocessing) -> np.ndarray:
     """uint8 [H, W, C] by ingest's rule, so served and training pixels are prepared alike."""
     return to_model_image(image, (size.height, size.width), size.channels)

@@ -86,6 +86,7 @@ class Manifest(BaseModel):
     onnx: OnnxSection
     files: dict[str, str]
     variants: dict[str, VariantSection] = Field(default_factory=dict)
+    contract: str | None = None  # the data contract (GE suite JSON) export published beside the model
 
     @cached_property
     def image(self) -> ImagePreprocessing:
@@ -110,6 +111,7 @@ class LoadedModel:
     variant: str = FP32
     image: ImagePreprocessing | None = None
     tokenizer: Tokenizer | None = None
+    folder: Path | None = None  # the version folder (for files read on demand, such as the contract)
 
     @property
     def input_name(self) -> str:
@@ -204,6 +206,7 @@ def load_production(registry: Path, prefer_gpu: bool = True, variant: str = FP32
         variant=variant,
         image=manifest.image if manifest.task == "image" else None,
         tokenizer=tokenizer,
+        folder=folder,
     )
 
 

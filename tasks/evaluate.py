@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import EvaluateParams, Params
+from tasks.drift import DRIFT_REPORT, compare, critical_summary, drift_lines, production_profile
 from tasks.errors import GateFailed, stage_main
 from tasks.families import load_split
 from tasks.features import encode_labels
@@ -171,6 +172,35 @@ def comparable_production(params: Params, trained: Trained) -> dict[str, Any] | 
     return production
 
 
+def training_drift(params: Params, trained: Trained, production: dict[str, Any] | None) -> dict[str, Any]:
+    """This run's training split against the training profile production was published with."""
+    if production is None:
+        return {"status": "no reference", "reason": "no production model for the same problem"}
+    version = production["version"]
+    profile = production_profile(params.promote.registry, production)
+    if profile is None:
+        return {"status": "no reference", "reason": f"production {version} has no training profile"}
+    train = load_split("train", trained.task)
+    report = compare(profile, train.frame, train.pixels, params.drift)
+    return {"status": report["status"], "reference": f"production {version}", **report}
+
+
+def drift_reasons(params: Params, report: dict[str, Any]) -> list[str]:
+    """Critical drift is a reason not to bless (with drift.gate on); warnings are only logged."""
+    if report["status"] == "no reference":
+        log.info("drift: not checked (%s)", report["reason"])
+        return []
+    for line in drift_lines(report):
+        log.warning("drift against %s: %s", report["reference"], line)
+    if report["status"] != "critical":
+        return []
+    reason = f"data drift against {report['reference']} in column(s) {critical_summary(report)}"
+    if not params.drift.gate:
+        log.warning("%s; drift.gate is off, so the model may still be promoted", reason)
+        return []
+    return [f"{reason} (see {DRIFT_REPORT}; to promote anyway: --set drift.gate=false)"]
+
+
 def run(params: Params) -> dict[str, Any]:
     trained = load_model(MODEL_FILE)
     labels = trained.labels
@@ -182,6 +212,9 @@ def run(params: Params) -> dict[str, Any]:
     write_plots(y, proba, labels)
     production = comparable_production(params, trained)
     reasons = bless(metrics, params.evaluate, production["metrics"] if production else None)
+    drift = training_drift(params, trained, production)
+    write_json(DRIFT_REPORT, drift)
+    reasons += drift_reasons(params, drift)
     blessing = {
         "blessed": not reasons,
         "reasons": reasons,

@@ -7,7 +7,7 @@ import statistics
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,13 +16,16 @@ from typing import Any
 import numpy as np
 
 from tasks.config import ExportParams, Params
+from tasks.contract import suite_settings
+from tasks.drift import profile_split
 from tasks.errors import ShipyardError, stage_main
 from tasks.families import Family, load_split
 from tasks.features import encode_labels
-from tasks.io import atomic_write, read_json, sha256_file, write_json
+from tasks.io import atomic_write, read_json, sha256_file, write_bytes, write_json
 from tasks.model import Trained, load_model
 from tasks.paths import (
     EXPORT_DIR,
+    INFERRED_SUITE,
     INGEST_REPORT,
     MANIFEST_FILE,
     METRICS_FILE,
@@ -36,6 +39,8 @@ log = logging.getLogger("shipyard.export")
 OUTPUTS = ["logits", "probabilities"]
 PARITY_TEXT_ROWS = 256  # text shapes are checked on this many test rows (a transformer at seq 128 is slow)
 LATENCY_RUNS = 30
+PROFILE_FILE = EXPORT_DIR / "profile.json"  # the training data's profile: the reference for drift
+CONTRACT_FILE = EXPORT_DIR / "suite.json"  # the suite the validate stage used: the contract for serving
 
 
 def export_onnx(trained: Trained, example: list[np.ndarray], path: Path, opset: int) -> None:
@@ -266,12 +271,44 @@ def describe_graph(path: Path) -> dict[str, Any]:
     }
 
 
+def write_references(params: Params, trained: Trained) -> list[Path]:
+    """The training split's profile and the data contract, published with the model so that drift and
+    serving inputs are judged against the data this model learnt from. The contract is the suite the
+    validate stage used; without one (validate not run, e.g. on a GPU machine) none is published."""
+    suite = read_json(INFERRED_SUITE) if INFERRED_SUITE.exists() else None
+    settings = suite_settings(suite) if suite else {}
+    sensitive = {*params.validate_params.sensitive_columns, *(settings.get("sensitive_columns") or [])}
+    train = load_split("train", trained.task)
+    profile = profile_split(
+        train.frame,
+        trained.task,
+        params.ingest.target,
+        pixels=train.pixels,
+        text_column=read_json(INGEST_REPORT).get("text_column"),
+        sensitive=sorted(sensitive),
+        bins=params.drift.bins,
+    )
+    write_json(PROFILE_FILE, profile)
+    if suite is None:
+        CONTRACT_FILE.unlink(missing_ok=True)
+        log.warning("%s not found: the model is exported without a data contract", INFERRED_SUITE)
+        return [PROFILE_FILE]
+    write_bytes(CONTRACT_FILE, INFERRED_SUITE.read_bytes())
+    return [PROFILE_FILE, CONTRACT_FILE]
+
+
 def build_manifest(
-    params: Params, trained: Trained, preprocessing: dict[str, Any], parity: dict, variants: dict
+    params: Params,
+    trained: Trained,
+    preprocessing: dict[str, Any],
+    parity: dict,
+    variants: dict,
+    references: Sequence[Path] = (),
 ) -> dict[str, Any]:
     ingest = read_json(INGEST_REPORT)
     files = [ONNX_FILE, *(EXPORT_DIR / name for name in preprocessing.values() if _is_file(name))]
     files += [EXPORT_DIR / v["file"] for k, v in variants.items() if k != "fp32" and v["published"]]
+    files += list(references)
     manifest = {
         "format": 1,
         "name": "shipyard-model",
@@ -286,6 +323,8 @@ def build_manifest(
         "parity": parity,
         "variants": variants,
         "metrics": read_json(METRICS_FILE),
+        "profile": PROFILE_FILE.name if PROFILE_FILE in references else None,
+        "contract": CONTRACT_FILE.name if CONTRACT_FILE in references else None,
         "data": {
             "source": ingest["source"],
             "source_sha256": ingest["source_sha256"],
@@ -316,7 +355,8 @@ def run(params: Params) -> dict[str, Any]:
     parity = check_parity(trained, ONNX_FILE, inputs, params.export)
     preprocessing = trained.family.files(trained.prep, EXPORT_DIR)
     variants = build_variants(trained, inputs, y, params.export)
-    manifest = build_manifest(params, trained, preprocessing, parity, variants)
+    references = write_references(params, trained)
+    manifest = build_manifest(params, trained, preprocessing, parity, variants, references)
     write_json(MANIFEST_FILE, manifest)
     worst = max(r["max_abs_diff"] for r in parity.values())
     published = [k for k, v in variants.items() if v["published"]]

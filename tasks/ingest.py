@@ -248,13 +248,16 @@ def prepare_text(frame: pd.DataFrame, column: str, target: str, source: str) -> 
     table = frame[[column, target]].copy()
     table[column] = normalise_texts(table[column])
     labelled = table[table[target].notna()]
-    conflicting = labelled.groupby(column, dropna=False)[target].transform("nunique") > 1
-    kept = labelled[~conflicting].drop_duplicates(subset=[column], ignore_index=True)
+    # Missing texts stay, however many: validation reports them (they are not duplicates of each other).
+    present = labelled[column].notna()
+    conflicting = present & (labelled.groupby(column)[target].transform("nunique") > 1)
+    repeated = present & labelled[column].duplicated()
+    kept = labelled[~conflicting & ~repeated].reset_index(drop=True)
     counts = {
         "rows_read": len(frame),
         "unlabelled_dropped": len(table) - len(labelled),
         "conflicting_labels_dropped": int(conflicting.sum()),
-        "duplicate_texts_dropped": len(labelled) - int(conflicting.sum()) - len(kept),
+        "duplicate_texts_dropped": int((repeated & ~conflicting).sum()),
         "invalid_bytes_repaired": int(frame.attrs.get("invalid_bytes", 0)),
     }
     return kept, counts

@@ -14,6 +14,8 @@ VALIDATION_DIR = Path("reports/validation")
 VALIDATION_RESULTS = VALIDATION_DIR / "results.json"
 INFERRED_SUITE = VALIDATION_DIR / "suite.json"
 DATA_DOCS_DIR = VALIDATION_DIR / "docs"
+QUARANTINE_ROWS = VALIDATION_DIR / "quarantine.csv"  # the rows set aside, with reasons (for people)
+QUARANTINE_FILE = Path("data/quarantine.json")  # their positions per split (for the stages after validate)
 
 MODEL_DIR = Path("models")
 MODEL_FILE = MODEL_DIR / "model.pt"

@@ -97,6 +97,7 @@ def read_delimited(text: str, sep: str) -> pd.DataFrame:
 def _short_row(text: str, sep: str, quoting: int, width: int) -> tuple[int, int] | None:
     """The first record with fewer fields than the header (pandas fills those with NaN silently):
     its line number and field count. Longer records already fail in pandas. Blank lines are skipped."""
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))  # a long text is one long field
     reader = csv.reader(io.StringIO(text), delimiter=sep, quoting=quoting)
     for fields in reader:
         if fields and len(fields) < width and any(f.strip() for f in fields):

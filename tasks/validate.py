@@ -2,29 +2,36 @@
 
 The suite comes from `validate.contract` in params.yaml, else from the suite file at `validate.suite`,
 else it is inferred from the training split (and written out for the user to own), by task family
-(tabular, image or text, as `data/ingest.json` records). Every split is validated; for image and text,
-shipyard also checks rows per training class and items shared across splits (leakage), which GE cannot
-express. Results go to JSON and to GE Data Docs. A failed critical expectation stops the run with one
-line naming the split, the column, the expectation and a few offending values; warnings are only logged.
-Only reports/validation is written. Great Expectations is imported inside the functions that use it.
+(tabular, image or text, as `data/ingest.json` records). Every split is validated; shipyard also checks
+what GE cannot express: rows per training class (image, text), target leakage and duplicates in the source
+(tabular), items or rows shared across splits. Results go to JSON and to GE Data Docs, with the values of
+sensitive columns masked. A failed critical expectation stops the run with one line naming the split, the
+column, the expectation and a few offending values; warnings are only logged. With
+`validate.on_bad_rows: quarantine`, rows breaking a critical row rule are set aside instead (see
+tasks/quarantine.py). Only reports/validation and data/quarantine.json are written. Great Expectations is
+imported inside the functions that use it.
 """
 
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import shutil
+import sys
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from tasks import quarantine
 from tasks.config import Params, ValidateParams
 from tasks.contract import (
+    CRITICAL,
     NUMBER_REGEX,
     WARNING,
     build_suite,
@@ -34,11 +41,21 @@ from tasks.contract import (
     numeric_columns,
     severity_of,
     suite_to_dict,
+    use_number_fast_path,
 )
-from tasks.contract_families import NON_BLANK_REGEX, Task, family_checks, infer_family_suite, task_from_ingest
+from tasks.contract_families import (
+    NON_BLANK_REGEX,
+    Task,
+    family_checks,
+    infer_family_suite,
+    source_checks,
+    task_from_ingest,
+)
 from tasks.errors import ShipyardError, stage_main
 from tasks.io import read_json, write_json
+from tasks.masking import mask_item, mask_result, sensitive_columns
 from tasks.paths import DATA_DOCS_DIR, INFERRED_SUITE, INGEST_REPORT, SPLITS, VALIDATION_RESULTS, split_path
+from tasks.quarantine import ROW_RULES, BadRows, cap_checks, log_quarantine, share
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -46,6 +63,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("shipyard.validate")
 
 RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 10}
+QUARANTINE_FORMAT = {"result_format": "COMPLETE", "partial_unexpected_count": 10}  # with row positions
+MAX_PASSES = 3  # quarantine: validate again without the rows set aside, at most this many times
+FULL_LISTS = ("unexpected_list", "unexpected_index_list", "unexpected_index_query")  # COMPLETE only
+SOURCE = "source data"  # how failure lines name checks on the source as a whole
+SOURCE_CHECKS = "source_checks"  # their key in the report (and in add_checks' checks)
 EXAMPLES_KEPT = 5  # unexpected values kept per expectation in results.json
 EXAMPLES_SHOWN = 3  # ... and shown in the one-line error
 FAILURES_SHOWN = 5
@@ -60,7 +82,7 @@ ROW_COUNT = "expect_table_row_count_to_be_between"
 COMPOUND_UNIQUE = "expect_compound_columns_to_be_unique"
 UNIQUE = "expect_column_values_to_be_unique"
 VALUE_LENGTHS = "expect_column_value_lengths_to_be_between"
-NUMBERS = "numbers"  # how the number type check is described
+NUMBERS = "finite numbers"  # how the number type check is described
 NON_BLANK = "non-blank text"
 INFERRED = "inferred from the training split"
 TABULAR = Task()
@@ -74,23 +96,28 @@ def read_splits() -> dict[str, pd.DataFrame]:
         if not path.exists():
             raise ShipyardError(f"{path}: split not found; run the ingest stage first")
         try:
-            frames[name] = pd.read_parquet(path)
+            frames[name] = pd.read_parquet(path).reset_index(drop=True)  # index = row position
         except Exception as err:  # pyarrow raises several error types for a bad file
             raise ShipyardError(f"{path}: cannot read the split: {err}".replace("\n", " ")) from None
     return frames
 
 
-def read_task(path: Path = INGEST_REPORT) -> Task:
-    """The task family ingest recorded; no ingest report (or one from before families) means tabular."""
+def read_ingest(path: Path = INGEST_REPORT) -> Any:
+    """The ingest report, or None when there is none (a project from before ingest wrote one)."""
     if not path.exists():
-        return TABULAR
+        return None
     try:
-        info = read_json(path)
+        return read_json(path)
     except (OSError, ValueError) as err:
         raise ShipyardError(
             f"{path}: cannot read the ingest report: {err}; run the ingest stage again"
         ) from None
-    return task_from_ingest(info, str(path))
+
+
+def read_task(path: Path = INGEST_REPORT) -> Task:
+    """The task family ingest recorded; no ingest report (or one from before families) means tabular."""
+    info = read_ingest(path)
+    return TABULAR if info is None else task_from_ingest(info, str(path))
 
 
 def resolve_suite(
@@ -115,8 +142,11 @@ def prepare_frame(frame: pd.DataFrame, numeric: set[str]) -> pd.DataFrame:
     """Parse text in numeric columns as training will (pd.to_numeric), keeping what fails to parse raw.
 
     Range checks then compare numbers, while the number type check still sees the offending raw text.
-    Blank text counts as missing, as in `features.to_numeric`.
+    Blank text counts as missing, as in `features.to_numeric`. Columns of an int or float dtype stay as
+    they are, and GE checks their number type from the dtype (`contract.use_number_fast_path`).
     """
+    if "great_expectations" in sys.modules:  # only where GE validates: serving may share this function
+        use_number_fast_path()
     out = frame
     for column in numeric:
         if column not in frame.columns:
@@ -136,13 +166,31 @@ def prepare_frame(frame: pd.DataFrame, numeric: set[str]) -> pd.DataFrame:
 
 
 def validate_frames(
-    frames: Mapping[str, pd.DataFrame], suite: gx.ExpectationSuite, docs_dir: Path | None = None
+    frames: Mapping[str, pd.DataFrame],
+    suite: gx.ExpectationSuite,
+    docs_dir: Path | None = None,
+    sensitive: Collection[str] = (),
 ) -> dict[str, Any]:
     """Validate each frame with the suite; build Data Docs into docs_dir when given. Returns the report."""
-    import great_expectations as gx
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+    return validate_splits(frames, suite, docs_dir, sensitive=sensitive)[0]
 
+
+def validate_splits(
+    frames: Mapping[str, pd.DataFrame],
+    suite: gx.ExpectationSuite,
+    docs_dir: Path | None = None,
+    *,
+    sensitive: Collection[str] = (),
+    cap: float | None = None,
+) -> tuple[dict[str, Any], BadRows]:
+    """Validate each frame (index = row positions); with `cap` (quarantine) set aside the rows that break
+    critical row rules. Returns the report and the rows set aside, with their reasons.
+
+    Quarantine validates again without the rows set aside, up to MAX_PASSES times (a type failure can hide
+    a range failure: the range check errors on text), so the report and the Data Docs describe the rows
+    that go on. When a split's share set aside exceeds `cap`, that pass's report stands, with a failing
+    check. Values of `sensitive` columns are masked before anything is summarized or rendered.
+    """
     staging = None
     if docs_dir is not None:
         staging = docs_dir.parent / f".{docs_dir.name}-{uuid.uuid4().hex[:8]}"
@@ -151,51 +199,131 @@ def validate_frames(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module="great_expectations")
             context = _context(staging)
-            configs = [e.configuration for e in suite.expectations]
-            fresh = gx.ExpectationSuite(
-                name=suite.name,
-                expectations=[
-                    ExpectationConfiguration(
-                        type=c.type,
-                        kwargs=dict(c.kwargs),
-                        meta=dict(c.meta or {}),
-                        notes=c.notes,
-                        severity=c.severity,
-                    )
-                    for c in configs
-                ],
-                meta=dict(suite.meta or {}),
-                notes=suite.notes,
-            )
-            fresh = context.suites.add(fresh)
+            fresh = context.suites.add(_fresh_suite(suite))
+            runs, bad = _run_passes(context, fresh, frames, cap)
             order = {e.id: i for i, e in enumerate(fresh.expectations)}
-            numeric = numeric_columns(fresh)
-            source = context.data_sources.add_pandas("shipyard")
-            run_time = datetime.now(UTC)
             splits = {}
-            for name, frame in frames.items():
-                batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
-                definition = context.validation_definitions.add(
-                    gx.ValidationDefinition(name=name, data=batch, suite=fresh)
-                )
-                result = definition.run(
-                    batch_parameters={"dataframe": prepare_frame(frame, numeric)},
-                    result_format=RESULT_FORMAT,
-                    run_id=RunIdentifier(run_name=name, run_time=run_time),
-                )
-                splits[name] = _summarize(result, order, len(frame))
+            for name, (result, key, rows) in runs.items():
+                _mask_and_trim(result, sensitive)
+                if key is not None:  # the Data Docs render the stored results: store the masked ones
+                    context.validation_results_store.set(key, result)
+                splits[name] = _summarize(result, order, rows)
+                if cap is not None:
+                    splits[name]["quarantined"] = len(bad[name])
             if staging is not None and docs_dir is not None:
                 context.build_data_docs()
                 _replace_dir(staging, docs_dir)
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return finish_report(splits)
+    report = finish_report(splits)
+    if cap is not None:
+        report = add_checks(report, cap_checks(bad, {n: len(f) for n, f in frames.items()}, cap))
+    return report, bad
 
 
-def finish_report(splits: Mapping[str, Any]) -> dict[str, Any]:
-    """The report over split summaries: critical failures, warnings, success."""
+def _fresh_suite(suite: gx.ExpectationSuite) -> gx.ExpectationSuite:
+    """A copy of the suite without ids, so that this run's context can own it."""
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    return gx.ExpectationSuite(
+        name=suite.name,
+        expectations=[
+            ExpectationConfiguration(
+                type=c.type,
+                kwargs=dict(c.kwargs),
+                meta=dict(c.meta or {}),
+                notes=c.notes,
+                severity=c.severity,
+            )
+            for c in (e.configuration for e in suite.expectations)
+        ],
+        meta=dict(suite.meta or {}),
+        notes=suite.notes,
+    )
+
+
+def _run_passes(
+    context: Any, suite: gx.ExpectationSuite, frames: Mapping[str, pd.DataFrame], cap: float | None
+) -> tuple[dict[str, tuple[Any, Any, int]], BadRows]:
+    """Per split (GE result, its store key, rows validated), and the rows set aside (none without cap)."""
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    source = context.data_sources.add_pandas("shipyard")
+    definitions = {}
+    for name in frames:
+        batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
+        definitions[name] = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch, suite=suite)
+        )
+    numeric, store = numeric_columns(suite), context.validation_results_store
+    run_time = datetime.now(UTC)
+    bad: BadRows = {name: {} for name in frames}
+    passes = 1 if cap is None else MAX_PASSES
+    for attempt in range(passes):
+        for key in store.list_keys():  # the Data Docs show the last pass only
+            store.remove_key(key)
+        runs = {}
+        for name, frame in frames.items():
+            kept = frame.drop(index=list(bad[name])) if bad[name] else frame
+            before = set(store.list_keys())
+            result = definitions[name].run(
+                batch_parameters={"dataframe": prepare_frame(kept, numeric)},
+                result_format=RESULT_FORMAT if cap is None else QUARANTINE_FORMAT,
+                run_id=RunIdentifier(run_name=name, run_time=run_time),
+            )
+            runs[name] = (result, next(iter(set(store.list_keys()) - before), None), len(kept))
+        if cap is None or attempt == passes - 1:
+            break
+        found = {name: failed_rows(result) for name, (result, _, _) in runs.items()}
+        if not any(found.values()):
+            break
+        for name, rows in found.items():
+            for position, reasons in rows.items():
+                bad[name].setdefault(position, []).extend(reasons)
+        if any(share(len(bad[name]), len(frame)) > cap for name, frame in frames.items()):
+            break
+    return runs, bad
+
+
+def failed_rows(result: Any) -> dict[int, list[str]]:
+    """Row positions (the frame's index) that break a failed critical row rule, each with its reasons.
+
+    GE 1.x returns the index of every unexpected row with result_format COMPLETE (pandas). A rule that
+    raised an error, or whose rows GE cannot list, is left as it is: a failure of the whole table.
+    """
+    rows: dict[int, list[str]] = {}
+    for item in result.results:
+        config = item.expectation_config
+        if item.success or config.type not in ROW_RULES or severity_of(config) != CRITICAL:
+            continue
+        positions = (item.result or {}).get("unexpected_index_list")
+        if _error_message(item.exception_info) or not positions:
+            continue
+        if not all(isinstance(p, numbers.Integral) for p in positions):
+            continue  # a named index gives dicts: not row positions
+        kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
+        reason = f"column '{kwargs.get('column')}': {config.type} ({describe(config.type, kwargs)})"
+        for position in positions:
+            rows.setdefault(int(position), []).append(reason)
+    return rows
+
+
+def _mask_and_trim(result: Any, sensitive: Collection[str]) -> None:
+    """Mask sensitive values; drop COMPLETE's full lists (the partial ones are what reports show)."""
+    for item in result.results:
+        mask_result(item, sensitive)
+        if item.result:
+            item.result = {k: v for k, v in item.result.items() if k not in FULL_LISTS}
+
+
+def finish_report(splits: Mapping[str, Any], source: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The report over split summaries (and checks on the source): critical failures, warnings, success."""
     report: dict[str, Any] = {"splits": dict(splits)}
+    if source:
+        report[SOURCE_CHECKS] = list(source)
     report["failures"] = failure_lines(report, critical=True)
     report["warnings"] = failure_lines(report, critical=False)
     report["success"] = not report["failures"]
@@ -203,12 +331,13 @@ def finish_report(splits: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def add_checks(report: Mapping[str, Any], checks: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """The report with shipyard's own check results appended to each split's expectations."""
+    """The report with shipyard's own check results appended to each split's expectations; checks under
+    SOURCE_CHECKS concern the source as a whole."""
     splits = {
-        name: split_summary(summary["expectations"] + checks.get(name, []), summary["rows"])
+        name: {**summary, **split_summary(summary["expectations"] + checks.get(name, []), summary["rows"])}
         for name, summary in report["splits"].items()
     }
-    return finish_report(splits)
+    return finish_report(splits, [*report.get(SOURCE_CHECKS, []), *checks.get(SOURCE_CHECKS, [])])
 
 
 def _context(docs_root: Path | None) -> Any:
@@ -338,6 +467,12 @@ def describe(kind: str, kwargs: Mapping[str, Any]) -> str:
         return f"{len(kwargs.get('column_set') or [])} columns" + (
             ", exactly" if kwargs.get("exact_match", True) else ""
         )
+    if kind == "expect_column_unique_value_count_to_be_between":
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        if low == 2 and high is None:
+            return "not constant: at least 2 distinct values"
+        bounds = [f"{k} {_num(v)}" for k, v in (("min", low), ("max", high)) if v is not None]
+        return "distinct values " + ", ".join(bounds)
     skip = {"column", "column_list", "column_set", "batch_id"}
     return ", ".join(f"{k} {_short(v)}" for k, v in kwargs.items() if k not in skip)
 
@@ -355,25 +490,25 @@ def failure_lines(report: Mapping[str, Any], critical: bool) -> list[str]:
     """One line per failed expectation of the wanted severity, skipping failures another already explains."""
     lines = []
     for split, summary in report["splits"].items():
-        items = summary["expectations"]
-        missing = {c for e in items if e["type"] == TABLE_COLUMNS and not e["success"] for c in _missing(e)}
-        not_numbers = {
-            e["column"]
-            for e in items
-            if e["type"] == MATCH_REGEX
-            and not e["success"]
-            and e["expected"] == NUMBERS
-            and not e.get("error")
-        }
-        for item in items:
-            if item["success"] or (item["severity"] == "critical") != critical:
-                continue
-            columns = {item["column"], *item.get("columns", [])} - {None}
-            if item.get("error") and (
-                columns & missing or (item["type"] == BETWEEN and columns & not_numbers)
-            ):
-                continue
-            lines.append(_line(split, item))
+        lines += _failure_lines(f"split '{split}'", summary["expectations"], critical)
+    return lines + _failure_lines(SOURCE, report.get(SOURCE_CHECKS, []), critical)
+
+
+def _failure_lines(label: str, items: list[dict[str, Any]], critical: bool) -> list[str]:
+    missing = {c for e in items if e["type"] == TABLE_COLUMNS and not e["success"] for c in _missing(e)}
+    not_numbers = {
+        e["column"]
+        for e in items
+        if e["type"] == MATCH_REGEX and not e["success"] and e["expected"] == NUMBERS and not e.get("error")
+    }
+    lines = []
+    for item in items:
+        if item["success"] or (item["severity"] == "critical") != critical:
+            continue
+        columns = {item["column"], *item.get("columns", [])} - {None}
+        if item.get("error") and (columns & missing or (item["type"] == BETWEEN and columns & not_numbers)):
+            continue
+        lines.append(_line(label, item))
     return lines
 
 
@@ -382,8 +517,10 @@ def _missing(item: Mapping[str, Any]) -> list[str]:
     return list(mismatched.get("missing") or [])
 
 
-def _line(split: str, item: Mapping[str, Any]) -> str:
-    where = f"split '{split}'" + (f", column '{item['column']}'" if item.get("column") is not None else "")
+def _line(label: str, item: Mapping[str, Any]) -> str:
+    column = item.get("column")
+    named = column is not None and not str(item.get("message") or "").startswith(f"column '{column}'")
+    where = label + (f", column '{column}'" if named else "")
     head = f"{where}, {item['type']}" + (f" ({item['expected']})" if item.get("expected") else "")
     if item.get("message"):  # a shipyard check: its own words, without a GE expectation name
         examples = item.get("unexpected_values") or []
@@ -426,14 +563,25 @@ def failure_message(report: Mapping[str, Any]) -> str | None:
 
 
 def run(params: Params) -> dict[str, Any]:
-    """Validate train/val/test; write results, Data Docs and the suite used; raise on a critical failure."""
+    """Validate train/val/test; write results, Data Docs, the suite used and the quarantine; raise on a
+    critical failure."""
+    settings = params.validate_params
     frames = read_splits()
-    task = read_task()
+    info = read_ingest()
+    task = TABULAR if info is None else task_from_ingest(info, str(INGEST_REPORT))
     target = params.ingest.target
-    suite, source = resolve_suite(params.validate_params, frames["train"], target, task)
-    report = validate_frames(frames, suite, docs_dir=DATA_DOCS_DIR)
-    if task.family != "tabular":
-        report = add_checks(report, family_checks(frames, target, task, params.validate_params))
+    suite, source = resolve_suite(settings, frames["train"], target, task)
+    sensitive = sensitive_columns(settings.sensitive_columns, suite)
+    _warn_unknown(sensitive, frames["train"])
+    cap = settings.max_bad_row_fraction if settings.on_bad_rows == "quarantine" else None
+    report, bad = validate_splits(frames, suite, DATA_DOCS_DIR, sensitive=sensitive, cap=cap)
+    kept = {name: frame.drop(index=list(bad[name])) for name, frame in frames.items()}
+    checks = {
+        **family_checks(kept, target, task, settings),
+        SOURCE_CHECKS: source_checks(info, task, settings),
+    }
+    report = add_checks(report, {k: [mask_item(i, sensitive) for i in v] for k, v in checks.items()})
+    totals = {name: len(frame) for name, frame in frames.items()}
     report = {
         "success": report["success"],
         "task": task.family,
@@ -444,10 +592,27 @@ def run(params: Params) -> dict[str, Any]:
             "expectations": len(suite.expectations),
             "written_to": str(INFERRED_SUITE),
         },
+        "quarantine": quarantine.summary(bad, totals, settings.on_bad_rows, settings.max_bad_row_fraction),
         **{k: v for k, v in report.items() if k != "success"},
     }
+    quarantine.write(bad, frames, sensitive)
     write_json(INFERRED_SUITE, suite_to_dict(suite))
     write_json(VALIDATION_RESULTS, report)
+    _log_outcome(report, suite, source)
+    message = failure_message(report)
+    if message:
+        raise ShipyardError(message)
+    log_quarantine(bad, totals)
+    return report
+
+
+def _warn_unknown(sensitive: Collection[str], train: pd.DataFrame) -> None:
+    unknown = sorted(set(sensitive) - {str(c) for c in train.columns})
+    if unknown:
+        log.warning("sensitive column(s) %s not in the training split (check the spelling)", unknown)
+
+
+def _log_outcome(report: Mapping[str, Any], suite: gx.ExpectationSuite, source: str) -> None:
     if source == INFERRED:
         log.info(
             "inferred suite written to %s: to own it, copy it (e.g. to %s), edit, commit it and set "
@@ -459,17 +624,16 @@ def run(params: Params) -> dict[str, Any]:
         log.warning("warning: %s", line)
     summary = ", ".join(_split_summary(name, report) for name in report["splits"])
     log.info("validated %s expectations (%s): %s", len(suite.expectations), source, summary)
-    message = failure_message(report)
-    if message:
-        raise ShipyardError(message)
-    return report
 
 
 def _split_summary(name: str, report: Mapping[str, Any]) -> str:
     summary = report["splits"][name]
     state = "FAILED" if summary["critical_failed"] else "ok"
-    warned = sum(line.startswith(f"split '{name}',") for line in report["warnings"])
-    return f"{name} {state} ({summary['rows']} rows" + (f", {warned} warnings)" if warned else ")")
+    warned = sum(line.startswith((f"split '{name}',", f"split '{name}':")) for line in report["warnings"])
+    parts = [f"{summary['rows']} rows"]
+    parts += [f"{summary['quarantined']} quarantined"] if summary.get("quarantined") else []
+    parts += [f"{warned} warnings"] if warned else []
+    return f"{name} {state} ({', '.join(parts)})"
 
 
 def _num(value: Any) -> str:

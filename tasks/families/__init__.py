@@ -16,7 +16,7 @@ import pandas as pd
 
 from tasks.errors import ShipyardError
 from tasks.io import read_json
-from tasks.paths import INGEST_REPORT, pixels_path, split_path
+from tasks.paths import INGEST_REPORT, QUARANTINE_FILE, pixels_path, split_path
 
 if TYPE_CHECKING:
     import torch
@@ -127,9 +127,34 @@ def ingest_report() -> dict[str, Any]:
 
 
 def load_split(name: str, task: str) -> Split:
+    """A split as ingest wrote it, less the rows validate quarantined (and their pixels, for images)."""
     path = split_path(name)
     if not path.exists():
         raise ShipyardError(f"{path}: split not found; run the ingest stage first")
     frame = pd.read_parquet(path)
     pixels = np.load(pixels_path(name)) if task == "image" else None
+    dropped = quarantined_rows(name, len(frame))
+    if dropped:
+        keep = np.setdiff1d(np.arange(len(frame)), dropped)
+        frame = frame.iloc[keep].reset_index(drop=True)
+        pixels = pixels[keep] if pixels is not None else None
     return Split(frame, pixels)
+
+
+def quarantined_rows(name: str, rows: int) -> list[int]:
+    """Row positions of the split that validate set aside (data/quarantine.json); none without the file."""
+    if not QUARANTINE_FILE.exists():
+        return []
+    again = "run the validate stage again"
+    try:
+        listed = read_json(QUARANTINE_FILE)
+    except (OSError, ValueError) as err:
+        raise ShipyardError(f"{QUARANTINE_FILE}: cannot read it: {err}; {again}") from None
+    positions = listed.get(name, []) if isinstance(listed, dict) else None
+    if not isinstance(positions, list) or not all(
+        isinstance(p, int) and not isinstance(p, bool) and 0 <= p < rows for p in positions
+    ):
+        raise ShipyardError(
+            f"{QUARANTINE_FILE}: '{name}' must list row positions of the split (0 to {rows - 1}); {again}"
+        )
+    return positions

@@ -12,7 +12,8 @@ import pytest
 from sklearn import metrics as skm
 
 from tasks import evaluate
-from tasks.config import EvaluateParams
+from tasks.config import DriftParams, EvaluateParams
+from tasks.drift import DRIFT_REPORT, profile_split
 from tasks.errors import GateFailed
 from tasks.evaluate import bless, compute_metrics
 from tasks.paths import BLESSING_FILE, METRICS_FILE, MODEL_FILE, PLOTS_DIR, split_path
@@ -188,6 +189,7 @@ def test_run_blesses_a_good_model(fitted_project: Path, fitted_params) -> None:
     assert metrics == result["metrics"] and metrics["accuracy"] >= 0.8
     assert metrics["rows"] == len(pd.read_parquet(split_path("test")))
     assert blessing == {"blessed": True, "reasons": [], "compared_with": None}
+    assert json.loads(DRIFT_REPORT.read_text(encoding="utf-8"))["status"] == "no reference"
     for name in ("confusion.csv", "roc.csv", "pr.csv", "confusion.png", "roc.png", "pr.png"):
         assert (PLOTS_DIR / name).stat().st_size > 0, name
     confusion = pd.read_csv(PLOTS_DIR / "confusion.csv")
@@ -252,3 +254,58 @@ def test_run_does_not_bless_an_undefined_metric(fitted_project: Path, fitted_par
     with pytest.raises(GateFailed, match="roc_auc undefined"):
         evaluate.run(params)
     json.loads(METRICS_FILE.read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(c))
+
+
+# ---- the drift gate -----------------------------------------------------------------------------------
+
+
+def publish_with_profile(params, train: pd.DataFrame) -> str:
+    """A production model for the same problem whose training data was `train`."""
+    from tasks.io import write_json
+    from tasks.registry import publish_version, set_production
+
+    write_json("profile.json", profile_split(train, "tabular", "label"))
+    problem = {"task": "tabular", "target": "label", "labels": ["no", "yes"], "metrics": {}}
+    manifest = {**problem, "files": {}, "profile": "profile.json"}
+    version = publish_version(params.promote.registry, [Path("profile.json")], manifest)
+    set_production(params.promote.registry, version)
+    return version
+
+
+def test_drift_against_production_is_not_blessed(fitted_project: Path, fitted_params) -> None:
+    train = pd.read_parquet(split_path("train"))
+    version = publish_with_profile(fitted_params, train.assign(x2=train["x2"] / 10))  # now 10x its scale
+    with pytest.raises(
+        GateFailed, match=rf"data drift against production {version} in column\(s\) 'x2' \(PSI"
+    ):
+        evaluate.run(fitted_params)
+    blessing = json.loads(BLESSING_FILE.read_text(encoding="utf-8"))
+    assert blessing["blessed"] is False and "drift.gate=false" in blessing["reasons"][0]
+    report = json.loads(DRIFT_REPORT.read_text(encoding="utf-8"))
+    assert report["reference"] == f"production {version}" and report["critical_columns"] == ["x2"]
+
+
+def test_drift_with_the_gate_off_is_only_logged(
+    fitted_project: Path, fitted_params, caplog: pytest.LogCaptureFixture
+) -> None:
+    train = pd.read_parquet(split_path("train"))
+    publish_with_profile(fitted_params, train.assign(x2=train["x2"] / 10))
+    params = fitted_params.model_copy(update={"drift": DriftParams(gate=False)})
+    with caplog.at_level("WARNING", logger="shipyard.evaluate"):
+        assert evaluate.run(params)["blessing"]["blessed"] is True
+    assert "column 'x2': PSI" in caplog.text and "drift.gate is off" in caplog.text
+    assert json.loads(DRIFT_REPORT.read_text(encoding="utf-8"))["status"] == "critical"
+
+
+def test_the_same_training_data_is_no_drift(fitted_project: Path, fitted_params) -> None:
+    publish_with_profile(fitted_params, pd.read_parquet(split_path("train")))
+    assert evaluate.run(fitted_params)["blessing"]["blessed"] is True
+    report = json.loads(DRIFT_REPORT.read_text(encoding="utf-8"))
+    assert report["status"] == "ok" and report["reference"] == "production v0001"
+
+
+def test_a_production_model_without_a_profile_is_no_reference(fitted_project: Path, fitted_params) -> None:
+    publish_production(fitted_params, metrics={"f1_macro": 0.0})
+    evaluate.run(fitted_params)
+    report = json.loads(DRIFT_REPORT.read_text(encoding="utf-8"))
+    assert report == {"status": "no reference", "reason": "production v0001 has no training profile"}

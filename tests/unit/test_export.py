@@ -19,9 +19,17 @@ from tasks.config import ExportParams, TrainParams
 from tasks.errors import ShipyardError
 from tasks.export import check_parity, export_onnx
 from tasks.features import FeatureSpec, encode_frame
-from tasks.io import read_json
+from tasks.io import read_json, write_json
 from tasks.model import Trained, load_model
-from tasks.paths import INGEST_REPORT, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, ONNX_FILE, VARIANT_FILES
+from tasks.paths import (
+    INFERRED_SUITE,
+    INGEST_REPORT,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    ONNX_FILE,
+    VARIANT_FILES,
+)
 from tasks.train import resolve
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -110,13 +118,13 @@ def test_run_writes_onnx_and_manifest(fitted_project: Path, fitted_params) -> No
     assert variants["fp32"]["published"] is True and variants["fp32"]["file"] == "model.onnx"
     published = sorted(v["file"] for k, v in variants.items() if k != "fp32" and v["published"])
     assert sorted(p.name for p in ONNX_FILE.parent.iterdir()) == sorted(
-        ["manifest.json", "model.onnx", *published]
+        ["manifest.json", "model.onnx", "profile.json", *published]
     )
     for kind, entry in variants.items():
         if kind != "fp32" and not entry["published"]:
             assert entry["reason"] and not VARIANT_FILES[kind].exists()
 
-    files = ["model.onnx", *published]
+    files = ["model.onnx", *published, "profile.json"]
     assert manifest["files"] == {
         name: hashlib.sha256((ONNX_FILE.parent / name).read_bytes()).hexdigest() for name in files
     }
@@ -144,6 +152,27 @@ def test_run_writes_onnx_and_manifest(fitted_project: Path, fitted_params) -> No
     assert manifest["data"] == {k: ingest[k] for k in ("source", "source_sha256", "splits")}
     assert set(manifest["params"]) == {"task", "ingest", "validate", "train", "evaluate", "export"}
     assert manifest["params"]["train"]["hidden"] == fitted_params.train.hidden
+    assert manifest["profile"] == "profile.json" and manifest["contract"] is None  # validate did not run
+    profile = read_json(ONNX_FILE.parent / "profile.json")
+    assert profile["rows"] == len(pd.read_parquet("data/splits/train.parquet"))
+    assert set(profile["columns"]) == {"x1", "x2", "colour", "label"}
+
+
+def test_run_publishes_the_validated_suite_and_hides_sensitive_values(
+    fitted_project: Path, fitted_params
+) -> None:
+    """The contract serving checks requests with, and the drift reference, travel with the model."""
+    suite = {"name": "shipyard", "expectations": [], "meta": {"shipyard": {"sensitive_columns": ["colour"]}}}
+    write_json(INFERRED_SUITE, suite)
+    evaluate.run(fitted_params)
+    manifest = export.run(fitted_params)
+    copied = ONNX_FILE.parent / "suite.json"
+    assert copied.read_bytes() == INFERRED_SUITE.read_bytes() and manifest["contract"] == "suite.json"
+    assert manifest["files"]["suite.json"] == hashlib.sha256(copied.read_bytes()).hexdigest()
+    profile_text = (ONNX_FILE.parent / "profile.json").read_text(encoding="utf-8")
+    assert manifest["files"]["profile.json"] == hashlib.sha256(profile_text.encode()).hexdigest()
+    assert json.loads(profile_text)["columns"]["colour"]["hashed"] is True
+    assert not any(colour in profile_text for colour in ("red", "green", "blue"))
 
 
 def test_run_respects_the_opset(fitted_project: Path, fitted_params) -> None:

@@ -409,7 +409,7 @@ def test_text_pipeline_ships_the_tokenizer(project: Path, make_params) -> None:
     tokenizer_path = EXPORT_DIR / TOKENIZER_FILE
     assert manifest["files"][TOKENIZER_FILE] == hashlib.sha256(tokenizer_path.read_bytes()).hexdigest()
     published = [v["file"] for k, v in manifest["variants"].items() if k != "fp32" and v["published"]]
-    assert set(manifest["files"]) == {"model.onnx", TOKENIZER_FILE, *published}
+    assert set(manifest["files"]) == {"model.onnx", TOKENIZER_FILE, "profile.json", *published}
     assert manifest["files"]["model.onnx"] == hashlib.sha256(ONNX_FILE.read_bytes()).hexdigest()
     assert json.loads(MANIFEST_FILE.read_text(encoding="utf-8")) == json.loads(json.dumps(manifest))
     assert set(manifest["parity"]) == {f"batch {b}, seq {s}" for b, s in params.export.parity_shapes}

@@ -420,3 +420,9 @@ def test_a_table_of_one_repeated_row_says_so() -> None:
         ShipyardError, match=r"1 class\(es\); need at least 2 \(1 distinct of 20 rows: the rest"
     ):
         clean_rows(frame, "label", "data.csv")
+
+
+def test_a_field_longer_than_the_csv_module_limit_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text("message,label\n" + "word " * 40_000 + ",spam\nhello,ham\n", encoding="utf-8")
+    assert len(read(path)["message"][0]) == 200_000

@@ -15,9 +15,10 @@ from tasks.config import ColumnContract, Contract, parse_params
 from tasks.contract import build_suite
 from tasks.errors import ShipyardError
 from tasks.paths import DATA_DOCS_DIR, INFERRED_SUITE, VALIDATION_RESULTS, split_path
-from tasks.validate import failure_message, prepare_frame, run, validate_frames
+from tasks.validate import NUMBERS, failure_message, prepare_frame, run, validate_frames
 
 TARGET = "label"
+SIZE = "size μm"
 
 
 def frame(**overrides: list[Any]) -> pd.DataFrame:
@@ -48,10 +49,13 @@ def check(**splits: pd.DataFrame) -> dict[str, Any]:
 def write_splits(
     train: pd.DataFrame, val: pd.DataFrame | None = None, test: pd.DataFrame | None = None
 ) -> None:
-    for name, part in (("train", train), ("val", val), ("test", test)):
+    """Splits as ingest writes them; a split not given is train with sizes shifted (no row in two splits)."""
+    for name, part, shift in (("train", train, 0.0), ("val", val, 0.5), ("test", test, 0.25)):
+        if part is None:
+            part = train.assign(**{SIZE: pd.to_numeric(train[SIZE]) + shift})
         path = split_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        (train if part is None else part).to_parquet(path)
+        part.to_parquet(path)
 
 
 def params(**validate: Any):
@@ -77,7 +81,7 @@ def test_non_numeric_value_fails_naming_column_and_value() -> None:
     bad = frame(**{"size μm": ["1.5", "abc", "3", None, "", "6"]})
     message = failure_message(check(train=frame(), test=bad))
     assert message is not None
-    assert "split 'test', column 'size μm', expect_column_values_to_match_regex (numbers)" in message
+    assert f"split 'test', column 'size μm', expect_column_values_to_match_regex ({NUMBERS})" in message
     assert "'abc'" in message
     assert "be_between" not in message  # the range check cannot compare 'abc'; the type failure says why
 
@@ -186,7 +190,7 @@ def test_run_with_a_params_contract_fails_before_training_and_keeps_the_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    write_splits(frame(), test=frame(**{"size μm": [1.0, 99.0, 3.0, 120.5, 5.0, 6.0]}))
+    write_splits(frame(), test=frame(**{SIZE: [1.25, 99.0, 3.25, 120.5, 5.25, 6.25]}))
     contract = CONTRACT.model_dump()
     with pytest.raises(ShipyardError) as err:
         run(params(contract=contract, suite="ignored.json"))
