@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 # The CPU wheel; on a CUDA machine use e.g. `make TORCH=torch==2.13.0 ...` with a CUDA wheel index.
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers; each test file runs whole on one worker, so module fixtures are built once
+TEST_WORKERS ?= 2
 
 .PHONY: install run test test-fast lint bench reference repro serve clean
 
@@ -21,10 +23,10 @@ run: install
 	$(BIN)/shipyard run
 
 test: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -m "not slow"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
