@@ -33,6 +33,7 @@ from tasks.config import Params, ValidateParams
 from tasks.contract import (
     CRITICAL,
     NUMBER_REGEX,
+    SETTINGS_KEY,
     WARNING,
     build_suite,
     infer_contract,
@@ -40,6 +41,7 @@ from tasks.contract import (
     load_suite,
     numeric_columns,
     severity_of,
+    suite_settings,
     suite_to_dict,
     use_number_fast_path,
 )
@@ -596,7 +598,7 @@ def run(params: Params) -> dict[str, Any]:
         **{k: v for k, v in report.items() if k != "success"},
     }
     quarantine.write(bad, frames, sensitive)
-    write_json(INFERRED_SUITE, suite_to_dict(suite))
+    write_json(INFERRED_SUITE, suite_to_dict(with_settings(suite, target, task, sensitive)))
     write_json(VALIDATION_RESULTS, report)
     _log_outcome(report, suite, source)
     message = failure_message(report)
@@ -604,6 +606,15 @@ def run(params: Params) -> dict[str, Any]:
         raise ShipyardError(message)
     log_quarantine(bad, totals)
     return report
+
+
+def with_settings(suite: gx.ExpectationSuite, target: str, task: Task, sensitive: Collection[str]) -> Any:
+    """The suite as used, with what serving needs in meta.shipyard: the target, the task and every
+    sensitive column (params' too, so that the published contract masks the same columns)."""
+    settings = {"target": target, "task": task.family, "text_column": task.text_column}
+    settings = {**settings, **suite_settings(suite), "sensitive_columns": sorted(sensitive)}
+    suite.meta = {**(suite.meta or {}), SETTINGS_KEY: settings}
+    return suite
 
 
 def _warn_unknown(sensitive: Collection[str], train: pd.DataFrame) -> None:

@@ -16,7 +16,7 @@ from tasks.config import ColumnContract, Contract, parse_params
 from tasks.contract import CRITICAL, WARNING, build_suite, suite_to_dict, with_severity
 from tasks.errors import ShipyardError
 from tasks.masking import MASK, mask_frame, mask_item, mask_result, mask_value, scrub_text
-from tasks.paths import QUARANTINE_FILE, QUARANTINE_ROWS, VALIDATION_RESULTS, split_path
+from tasks.paths import INFERRED_SUITE, QUARANTINE_FILE, QUARANTINE_ROWS, VALIDATION_RESULTS, split_path
 from tasks.validate import run
 
 TARGET = "label"
@@ -124,6 +124,10 @@ def test_the_quarantine_file_masks_sensitive_values(project: Path) -> None:
     text = QUARANTINE_ROWS.read_text(encoding="utf-8")
     assert "column 'ssn': expect_column_values_to_match_regex" in text and ",***," in text
     assert leaks(SECRET) == []
+    # the suite as used (what export publishes for serving) names the params' sensitive column too
+    used = json.loads(INFERRED_SUITE.read_text(encoding="utf-8"))
+    assert used["meta"]["shipyard"]["sensitive_columns"] == ["ssn"]
+    assert used["meta"]["shipyard"]["target"] == TARGET
 
 
 def test_masking_keeps_counts_and_positions_only() -> None:
