@@ -45,6 +45,7 @@ from tasks.contract import (
 )
 from tasks.errors import ShipyardError, report_errors
 from tasks.features import category_key
+from tasks.ingest import clean_column_names
 from tasks.io import write_json, write_text
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def iter_chunks(path: str | Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     fmt = data_format(path)
     chunks = _parquet_chunks(path, chunk_rows) if fmt == "parquet" else _csv_chunks(path, fmt, chunk_rows)
     for chunk in chunks:
-        yield _clean_columns(chunk, path)
+        yield clean_column_names(chunk, path)
         del chunk  # let the caller's copy be the last one before the next chunk is read
 
 
@@ -106,16 +107,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         frame = pd.concat(list(_parquet_chunks(path, 1 << 62)), ignore_index=True)
     else:
         frame = next(_csv_chunks(path, fmt, None))
-    return _clean_columns(frame, path)
-
-
-def _clean_columns(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Column names trimmed as ingest trims them; repeated names are an error."""
-    frame.columns = [str(c).strip() for c in frame.columns]
-    repeated = frame.columns[frame.columns.duplicated()].unique().tolist()
-    if repeated:
-        raise ShipyardError(f"{path}: duplicate column names {repeated} (after trimming spaces)")
-    return frame
+    return clean_column_names(frame, path)
 
 
 def _head_text(path: Path) -> str:
@@ -135,12 +127,13 @@ def _head_text(path: Path) -> str:
 def _csv_options(path: Path, fmt: str) -> dict[str, Any]:
     """Delimiter (sniffed unless TSV) and quoting: TSV fields are literal when the head parses that way."""
     from tasks.ingest import sniff_delimiter
+    from tasks.texts import fields_match_header
 
     text = _head_text(path)
     if fmt != "tsv":
         return {"sep": sniff_delimiter(text)}
-    lines = [line for line in text.splitlines()[:-1] if line.strip()] or text.splitlines()[:1]
-    literal = len({line.count("\t") for line in lines}) == 1
+    head = text[: text.rfind("\n") + 1] or text  # whole lines only: the last one may be cut short
+    literal = fields_match_header(head, "\t")
     return {"sep": "\t", "quoting": csv.QUOTE_NONE if literal else csv.QUOTE_MINIMAL}
 
 
@@ -570,49 +563,29 @@ def _final_items(plan: Plan, merged: Mapping[int, dict[str, Any]], rows: int, ch
 def summary_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
     """One row per failed or warned expectation (column, rule, severity, count, examples) for display;
     failures another one already explains (a missing column's other rules) are left out, as in the report."""
-    from tasks.validate import BETWEEN, MATCH_REGEX, NUMBERS, TABLE_COLUMNS
+    from tasks.validate import unexplained_failures
 
-    rows = []
-    for summary in report["splits"].values():
-        items = summary["expectations"]
-        missing = {
-            c
-            for e in items
-            if e["type"] == TABLE_COLUMNS and not e["success"]
-            for c in ((e.get("details") or {}).get("mismatched") or {}).get("missing") or []
-        }
-        not_numbers = {
-            e["column"]
-            for e in items
-            if e["type"] == MATCH_REGEX
-            and not e["success"]
-            and e["expected"] == NUMBERS
-            and not e.get("error")
-        }
-        for item in items:
-            if item["success"]:
-                continue
-            columns = {item.get("column"), *item.get("columns", [])} - {None}
-            if item.get("error") and (
-                columns & missing or (item["type"] == BETWEEN and columns & not_numbers)
-            ):
-                continue
-            rows.append(_summary_row(item))
-    return rows
+    return [
+        _summary_row(item)
+        for summary in report["splits"].values()
+        for item in unexplained_failures(summary["expectations"])
+    ]
 
 
 def _summary_row(item: Mapping[str, Any]) -> dict[str, str]:
+    from tasks.validate import clip
+
     column = item.get("column")
     if column is None and item.get("columns"):
         column = f"{len(item['columns'])} columns"
     rule = item["type"].removeprefix("expect_") + (f" ({item['expected']})" if item.get("expected") else "")
     if item.get("error"):
-        count, examples = "error", _clip(str(item["error"]), 160)
+        count, examples = "error", clip(str(item["error"]), 160)
     elif "unexpected_count" in item:
         count = f"{item['unexpected_count']:,}"
         percent = item.get("unexpected_percent")
         count += f" ({percent:.2f}%)" if isinstance(percent, int | float) else ""
-        examples = ", ".join(_clip(repr(v), 40) for v in (item.get("unexpected_values") or [])[:3])
+        examples = ", ".join(clip(repr(v), 40) for v in (item.get("unexpected_values") or [])[:3])
     else:
         mismatched = (item.get("details") or {}).get("mismatched") or {}
         count = "" if mismatched else f"observed {item.get('observed_value')!r}"
@@ -624,11 +597,6 @@ def _summary_row(item: Mapping[str, Any]) -> dict[str, str]:
         "count": count,
         "examples": examples,
     }
-
-
-def _clip(text: str, limit: int) -> str:
-    text = text.replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---- inference -----------------------------------------------------------------------------------------

@@ -127,18 +127,24 @@ def read_source(params: IngestParams) -> pd.DataFrame:
         raise ShipyardError(f"{source}: cannot read as {fmt}: {str(err).splitlines()[0]}") from None
     except ShipyardError:
         raise
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = clean_column_names(frame, source)
     if fmt in ("csv", "tsv") and len(frame.columns) == 1:
         raise ShipyardError(
             f"{source}: only one column found ({frame.columns[0][:60]!r}); a dataset needs features and "
             "a label: if the file has more columns, its delimiter is not one of , ; tab |"
         )
-    repeated = frame.columns[frame.columns.duplicated()].unique().tolist()
-    if repeated:
-        raise ShipyardError(f"{source}: duplicate column names {repeated} (after trimming spaces)")
     if frame.empty:
         raise ShipyardError(f"{source}: no data rows (header only?)")
     frame.attrs["format"] = fmt
+    return frame
+
+
+def clean_column_names(frame: pd.DataFrame, source: str | Path) -> pd.DataFrame:
+    """Column names as text without surrounding spaces; names that collide then are an error."""
+    frame.columns = [str(c).strip() for c in frame.columns]
+    repeated = frame.columns[frame.columns.duplicated()].unique().tolist()
+    if repeated:
+        raise ShipyardError(f"{source}: duplicate column names {repeated} (after trimming spaces)")
     return frame
 
 

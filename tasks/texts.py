@@ -60,7 +60,7 @@ def decode_bytes(raw: bytes) -> tuple[str, int]:
         _replaced.reset(token)
 
 
-def _fields_match_header(text: str, sep: str) -> bool:
+def fields_match_header(text: str, sep: str) -> bool:
     """Whether every non-blank line splits into as many fields as the header, taking quotes literally."""
     lines = [line for line in _LINE_BREAK.split(text) if line.strip()]
     if not lines:
@@ -76,7 +76,7 @@ def read_delimited(text: str, sep: str) -> pd.DataFrame:
     the header's field count literally falls back to standard CSV quoting. Dtypes and NA handling are
     pandas' defaults (the tabular path needs numbers).
     """
-    literal = sep == "\t" and _fields_match_header(text, sep)
+    literal = sep == "\t" and fields_match_header(text, sep)
     quoting = csv.QUOTE_NONE if literal else csv.QUOTE_MINIMAL
     kind = "TSV" if sep == "\t" else "CSV"
     try:

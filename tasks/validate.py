@@ -497,21 +497,31 @@ def failure_lines(report: Mapping[str, Any], critical: bool) -> list[str]:
 
 
 def _failure_lines(label: str, items: list[dict[str, Any]], critical: bool) -> list[str]:
+    return [
+        _line(label, item)
+        for item in unexplained_failures(items)
+        if (item["severity"] == "critical") == critical
+    ]
+
+
+def unexplained_failures(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The failed items, less those another failure explains: rules that errored on a missing column, and
+    range checks that errored on a column already failing its number check."""
     missing = {c for e in items if e["type"] == TABLE_COLUMNS and not e["success"] for c in _missing(e)}
     not_numbers = {
         e["column"]
         for e in items
         if e["type"] == MATCH_REGEX and not e["success"] and e["expected"] == NUMBERS and not e.get("error")
     }
-    lines = []
+    failed = []
     for item in items:
-        if item["success"] or (item["severity"] == "critical") != critical:
+        if item["success"]:
             continue
-        columns = {item["column"], *item.get("columns", [])} - {None}
+        columns = {item.get("column"), *item.get("columns", [])} - {None}
         if item.get("error") and (columns & missing or (item["type"] == BETWEEN and columns & not_numbers)):
             continue
-        lines.append(_line(label, item))
-    return lines
+        failed.append(item)
+    return failed
 
 
 def _missing(item: Mapping[str, Any]) -> list[str]:
@@ -530,7 +540,7 @@ def _line(label: str, item: Mapping[str, Any]) -> str:
             f", e.g. {_short_list(examples, EXAMPLES_SHOWN)}" if examples else ""
         )
     if item.get("error"):
-        return f"{head}: error: {_clip(item['error'], 160)}"
+        return f"{head}: error: {clip(item['error'], 160)}"
     if item["type"] == TABLE_COLUMNS:
         mismatched = (item.get("details") or {}).get("mismatched") or {}
         parts = [
@@ -559,7 +569,7 @@ def failure_message(report: Mapping[str, Any]) -> str | None:
     lines = report["failures"]
     if not lines:
         return None
-    shown = "; ".join(_clip(line, 300) for line in lines[:FAILURES_SHOWN])
+    shown = "; ".join(clip(line, 300) for line in lines[:FAILURES_SHOWN])
     more = f"; and {len(lines) - FAILURES_SHOWN} more" if len(lines) > FAILURES_SHOWN else ""
     return f"validation failed: {shown}{more} (see {VALIDATION_RESULTS} and {DATA_DOCS_DIR / 'index.html'})"
 
@@ -652,7 +662,7 @@ def _num(value: Any) -> str:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    return _clip(repr(value), limit)
+    return clip(repr(value), limit)
 
 
 def _short_list(values: list[Any], count: int) -> str:
@@ -660,7 +670,8 @@ def _short_list(values: list[Any], count: int) -> str:
     return f"[{shown}{', ...' if len(values) > count else ''}]"
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
+    """One line of at most `limit` characters."""
     text = text.replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -18,6 +18,16 @@ BIN = Path(sys.executable).parent
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvc/.gitignore", ".gitignore"]
 CODE_DIRS = ["tasks", "flows", "serving"]
 
+# What a failed run must leave byte-identical: the last good model, its metrics, the registry, the params.
+PROTECTED = [
+    "registry/production.json",
+    "models/model.pt",
+    "export/model.onnx",
+    "export/manifest.json",
+    "reports/metrics.json",
+    "params.yaml",
+]
+
 # Small and quick: the tests check behaviour, not accuracy.
 FAST = ["train.epochs=40", "train.patience=8", "train.hidden=[32]", "train.lr=0.01"]
 
@@ -35,6 +45,13 @@ def make_project(path: Path) -> Path:
     subprocess.run(git + ["add", "-A"], cwd=path, check=True)
     subprocess.run(git + ["commit", "-qm", "project"], cwd=path, check=True)
     return path
+
+
+def snapshot(project: Path) -> dict[str, str]:
+    """sha256 of each PROTECTED file of a project."""
+    import hashlib
+
+    return {name: hashlib.sha256((project / name).read_bytes()).hexdigest() for name in PROTECTED}
 
 
 def env(**extra: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ and named by `validate.suite`. Cases that need no contract (unreadable files) ru
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,22 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.project import FAST, image_folder, make_project, shipyard, tabular_frame, text_frame
+from tests.project import FAST, image_folder, make_project, shipyard, snapshot, tabular_frame, text_frame
 
-PROTECTED = [
-    "registry/production.json",
-    "models/model.pt",
-    "export/model.onnx",
-    "export/manifest.json",
-    "reports/metrics.json",
-    "params.yaml",
-]
 TABLE_SUITE = "contract/suite.json"
 TEXT_SUITE = "contract/texts.json"
-
-
-def snapshot(project: Path) -> dict[str, str]:
-    return {name: hashlib.sha256((project / name).read_bytes()).hexdigest() for name in PROTECTED}
 
 
 @pytest.fixture(scope="module")

@@ -2,25 +2,11 @@
 
 The bad-data matrix against an owned contract is tests/flows/test_bad_data.py; these are the rest."""
 
-import hashlib
 from pathlib import Path
 
 import pytest
 
-from tests.project import dvc, image_folder, shipyard, text_frame
-
-PROTECTED = [
-    "registry/production.json",
-    "models/model.pt",
-    "export/model.onnx",
-    "export/manifest.json",
-    "reports/metrics.json",
-    "params.yaml",
-]
-
-
-def snapshot(project: Path) -> dict[str, str]:
-    return {name: hashlib.sha256((project / name).read_bytes()).hexdigest() for name in PROTECTED}
+from tests.project import dvc, image_folder, shipyard, snapshot, text_frame
 
 
 def write(project: Path, name: str, content: bytes | str) -> str:
