@@ -12,10 +12,12 @@ import typer
 from flows.console import fail
 from flows.contract_cli import contract_app
 from flows.drift_cli import drift
+from flows.predict_cli import predict
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(contract_app, name="contract")
 app.command()(drift)
+app.command()(predict)
 
 PARAMS = Path("params.yaml")
 
@@ -131,10 +133,13 @@ def print_summary(config: Any) -> None:
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default: serve.host, 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default: serve.port)")] = None,
+    port: Annotated[int | None, typer.Option(help="port, 0 for any free one (default: serve.port)")] = None,
     variant: Annotated[
-        str, typer.Option(help="fp32, or a published variant: int8 (CPU) or fp16 (GPU)")
-    ] = "fp32",
+        str | None,
+        typer.Option(
+            help="auto (fp16 on GPU, int8 on CPU when published), fp32, int8 or fp16 (default: serve.variant)"
+        ),
+    ] = None,
     validate_inputs: Annotated[
         bool | None,
         typer.Option(
@@ -144,29 +149,26 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    require_gpu: Annotated[
+        bool | None, typer.Option("--require-gpu", help="refuse to start unless CUDA is really active")
+    ] = None,
 ) -> None:
-    """Serve the production model over HTTP with onnxruntime (GET /health, POST /predict, GET /metrics).
+    """Serve the production model over HTTP: Open Inference Protocol v2 (/v2/...), POST /predict, /metrics.
 
     POST /predict takes {"records": [...]} for tables, {"texts": [...]} for text models and
     {"images": [...]} of base64 PNG/JPEG or uint8 arrays (or a raw image/png or image/jpeg body) for
-    images. With --validate-inputs, each request is first checked against the data contract published
-    with the model (422 naming row, column and rule; violations counted in /metrics).
+    images; /v2/models/<name>/infer takes named tensors (tritonclient works). Requests are batched
+    dynamically; the server hot-reloads when production moves and drains on SIGTERM. Limits, batching and
+    timeouts are params' `serve` section; the API key is the SHIPYARD_API_KEY environment variable.
     """
-    from tasks.config import load_params
     from tasks.errors import ShipyardError
 
+    given = {"host": host, "port": port, "variant": variant, "validate_inputs": validate_inputs}
+    given["require_gpu"] = require_gpu
     try:
-        config = load_params()
-        from serving.app import serve as serve_registry
+        from serving.__main__ import start
 
-        registry, host, port = (
-            Path(config.promote.registry),
-            host or config.serve.host,
-            port or config.serve.port,
-        )
-        if validate_inputs is None:
-            validate_inputs = config.serve.validate_inputs
-        serve_registry(registry, host, port, variant=variant, validate_inputs=validate_inputs)
+        start({key: value for key, value in given.items() if value is not None})
     except ShipyardError as err:
         fail(str(err))
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,6 +36,9 @@ CPU = "CPUExecutionProvider"
 MANIFEST_FORMAT = 1
 PROBABILITIES = "probabilities"
 FP32 = "fp32"
+INT8 = "int8"
+FP16 = "fp16"
+AUTO = "auto"  # fp16 on an active GPU, int8 on the CPU, fp32 where the variant was not published
 # The inputs each family's network takes, by name, as onnxruntime types them (tabular: any one name).
 INPUTS = {
     "image": {"pixels": "tensor(uint8)"},
@@ -129,14 +133,63 @@ class LoadedModel:
         """
         if not items:
             raise RecordError(f"no {ITEMS[self.task]} to predict")
-        (probabilities,) = self.session.run([PROBABILITIES], self.encode(items))
-        self._check_output(probabilities, len(items))
-        keys = [str(label) for label in self.labels]
+        outputs = self.run(self.encode(items), [PROBABILITIES])
+        return self.predictions(outputs[PROBABILITIES])
+
+    def predictions(self, probabilities: np.ndarray) -> list[dict[str, Any]]:
+        """Per row {"label": the original label, "probabilities": {str(label): p}}, the output checked."""
+        self._check_output(probabilities, len(probabilities))
+        keys = self.label_keys
         winners = probabilities.argmax(axis=1).tolist()
         return [
             {"label": self.labels[winner], "probabilities": dict(zip(keys, row, strict=True))}
             for winner, row in zip(winners, probabilities.tolist(), strict=True)
         ]
+
+    @cached_property
+    def label_keys(self) -> list[str]:
+        return [str(label) for label in self.labels]
+
+    @cached_property
+    def output_names(self) -> list[str]:
+        return [output.name for output in self.session.get_outputs()]
+
+    def run(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The named outputs (all when None) for one batch; through IO binding when CUDA is active."""
+        names = list(outputs or self.output_names)
+        if self.provider != CUDA:
+            return dict(zip(names, self.session.run(names, dict(inputs)), strict=True))
+        binding = self.session.io_binding()
+        for name, value in inputs.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return dict(zip(names, binding.copy_outputs_to_cpu(), strict=True))
+
+    @property
+    def pad_values(self) -> dict[str, int]:
+        """What pads each input when texts of different lengths share a batch."""
+        if self.tokenizer is None:
+            return {}
+        return {"input_ids": (self.tokenizer.padding or {}).get("pad_id", 0), "attention_mask": 0}
+
+    def warm_up(self, max_batch: int) -> None:
+        """Run example inputs at batch 1 and max_batch before taking traffic (allocations, kernels)."""
+        for rows in sorted({1, max(1, max_batch)}):
+            self.run(self.encode(self.example_items(rows)), [PROBABILITIES])
+
+    def example_items(self, rows: int) -> list[Any]:
+        """Items this model takes: zero records, black images, or texts of a few words."""
+        if self.task == "image":
+            assert self.image is not None
+            return [np.zeros((self.image.height, self.image.width), np.uint8)] * rows
+        if self.task == "text":
+            return ["a short text to warm the model up before it serves"] * rows
+        assert self.spec is not None
+        return [dict.fromkeys(self.spec.columns, 0)] * rows
 
     def encode(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
         """The network's named inputs for these items; an InputError names the item a client got wrong."""
@@ -177,21 +230,25 @@ class LoadedModel:
             raise ServingError(f"{self.name} {self.version} returned non-finite probabilities")
 
 
-def load_production(registry: Path, prefer_gpu: bool = True, variant: str = FP32) -> LoadedModel:
-    """The version `production.json` points to, with every file checked against the manifest.
+def load_production(registry: Path, prefer_gpu: bool = True, variant: str = AUTO) -> LoadedModel:
+    """The version `production.json` points to, with every file checked against the manifest."""
+    return load_version(registry, read_pointer(registry), prefer_gpu, variant)
 
-    `variant` picks the file: "fp32" is `onnx.file`; any other must be a published entry of `variants`.
+
+def load_version(
+    registry: Path, version: str, prefer_gpu: bool = True, variant: str = AUTO, threads: int = 0
+) -> LoadedModel:
+    """One version of the registry, every file checked against its manifest.
+
+    `variant` picks the file: "fp32" is `onnx.file`; "int8"/"fp16" must be published entries of `variants`;
+    "auto" takes fp16 where CUDA is really active, int8 on the CPU, and fp32 where that one was not published.
+    `threads` sets onnxruntime's intra-op threads (0: the CPUs this process may use).
     """
-    registry = Path(registry)
-    version = read_pointer(registry)
-    folder = registry / "versions" / version
+    folder = Path(registry) / "versions" / version
     raw, manifest = read_manifest(folder, version)
     verify_files(folder, manifest.files)
-    model_path = model_file(folder, manifest, variant)
-    check_external_data(model_path)
     tokenizer = load_tokenizer(folder, manifest) if manifest.task == "text" else None
-    session = create_session(model_path, prefer_gpu)
-    check_signature(session, manifest, model_path)
+    variant, session = open_variant(folder, manifest, variant, prefer_gpu, threads)
     provider = session.get_providers()[0]
     return LoadedModel(
         name=manifest.name,
@@ -208,6 +265,32 @@ def load_production(registry: Path, prefer_gpu: bool = True, variant: str = FP32
         tokenizer=tokenizer,
         folder=folder,
     )
+
+
+def open_variant(
+    folder: Path, manifest: Manifest, variant: str, prefer_gpu: bool, threads: int = 0
+) -> tuple[str, ort.InferenceSession]:
+    """The variant's name and its checked session; "auto" resolved against the provider really active."""
+    if variant != AUTO:
+        return variant, open_session(folder, manifest, variant, prefer_gpu, threads)
+    published = {key for key, entry in manifest.variants.items() if entry.published}
+    if prefer_gpu and cuda_usable():
+        chosen = FP16 if FP16 in published else FP32
+        session = open_session(folder, manifest, chosen, prefer_gpu, threads)
+        if session.get_providers()[0] == CUDA:
+            return chosen, session
+    chosen = INT8 if INT8 in published else FP32
+    return chosen, open_session(folder, manifest, chosen, False, threads)
+
+
+def open_session(
+    folder: Path, manifest: Manifest, variant: str, prefer_gpu: bool, threads: int = 0
+) -> ort.InferenceSession:
+    path = model_file(folder, manifest, variant)
+    check_external_data(path)
+    session = create_session(path, prefer_gpu, threads)
+    check_signature(session, manifest, path)
+    return session
 
 
 def read_pointer(registry: Path) -> str:
@@ -321,13 +404,13 @@ def check_external_data(path: Path) -> None:
             raise ServingError(f"{path.name}: external data file {target} of '{tensor.name}' does not exist")
 
 
-def create_session(path: Path, prefer_gpu: bool = True) -> ort.InferenceSession:
+def create_session(path: Path, prefer_gpu: bool = True, threads: int = 0) -> ort.InferenceSession:
     """Ask for CUDA first when this onnxruntime build has it; read `get_providers()` for the active one."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = cpu_count()
+    options.intra_op_num_threads = threads or cpu_count()
     options.log_severity_level = 3  # errors only: node-placement warnings are noise here
     providers = [CPU]
-    if prefer_gpu and CUDA in ort.get_available_providers():
+    if prefer_gpu and cuda_usable():
         providers.insert(0, CUDA)
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
@@ -399,7 +482,21 @@ def provider_note(provider: str, prefer_gpu: bool) -> str:
         return "GPU not requested"
     if CUDA not in ort.get_available_providers():
         return "CUDA not available in this onnxruntime build"
+    if not nvidia_device_present():
+        return "CUDA not used: no NVIDIA GPU found"
     return "CUDA not active"
+
+
+def cuda_usable() -> bool:
+    """CUDA is worth asking for: this build has it and the machine shows an NVIDIA device. onnxruntime-gpu
+    lists CUDA on any machine and logs a loud library error when it then cannot load it."""
+    return CUDA in ort.get_available_providers() and nvidia_device_present()
+
+
+def nvidia_device_present() -> bool:
+    if sys.platform != "linux":
+        return True  # no cheap check elsewhere: let onnxruntime try
+    return any(Path(path).exists() for path in ("/dev/nvidiactl", "/proc/driver/nvidia"))
 
 
 def cpu_count() -> int:

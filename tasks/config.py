@@ -140,8 +140,19 @@ class PromoteParams(Section):
 
 class ServeParams(Section):
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=0, le=65535)  # 0: any free port (the log names it)
     validate_inputs: bool = False  # check requests against the model's data contract (422 on violation)
+    variant: Literal["auto", "fp32", "int8", "fp16"] = "auto"  # auto: fp16 on GPU, int8 on CPU, if published
+    require_gpu: bool = False  # refuse to start unless CUDA is really active
+    max_batch_size: int = Field(64, ge=1)  # rows per session.run when requests are batched
+    max_wait_ms: float = Field(2.0, ge=0, le=1000)  # wait for requests still being parsed, never when idle
+    max_queue: int = Field(256, ge=1)  # requests waiting for the model; more get 503 with Retry-After
+    timeout_ms: float = Field(30_000, gt=0)  # per request, from arrival to answer (503 when exceeded)
+    max_body_mb: float = Field(32, gt=0)  # request body limit (413), chunked bodies included
+    max_items: int = Field(10_000, ge=1)  # records, texts or images in one /predict request
+    reload_interval_s: float = Field(2.0, ge=0)  # how often production.json is checked; 0: no hot reload
+    drain_seconds: float = Field(2.0, ge=0)  # after SIGTERM: ready answers 503 this long, then in-flight finish
+    threads: int = Field(0, ge=0)  # onnxruntime intra-op threads; 0: the CPUs this process may use
 
 
 class Params(Section):

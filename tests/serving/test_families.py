@@ -22,6 +22,7 @@ from tokenizers.trainers import WordLevelTrainer
 
 from serving import inputs
 from serving.app import create_app
+from serving.lifecycle import ServeSettings
 from serving.model import ServingError, load_production
 from tasks.images import to_model_image
 from tests.serving.test_serving import publish as publish_tabular
@@ -218,14 +219,14 @@ def assert_predictions(response: Any, want: np.ndarray) -> None:
 def gray(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, np.ndarray, np.ndarray]:
     registry = tmp_path_factory.mktemp("gray")
     weights, bias = publish_image(registry, channels=1)
-    return TestClient(create_app(registry, prefer_gpu=False, max_records=4)), weights, bias
+    return TestClient(create_app(registry, ServeSettings(prefer_gpu=False, max_items=4))), weights, bias
 
 
 @pytest.fixture(scope="module")
 def rgb(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, np.ndarray, np.ndarray]:
     registry = tmp_path_factory.mktemp("rgb")
     weights, bias = publish_image(registry, channels=3)
-    return TestClient(create_app(registry, prefer_gpu=False)), weights, bias
+    return TestClient(create_app(registry, ServeSettings(prefer_gpu=False))), weights, bias
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +234,7 @@ def text(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, Tokenize
     registry = tmp_path_factory.mktemp("text")
     tokenizer = make_tokenizer()
     arrays = publish_text(registry, tokenizer)
-    return TestClient(create_app(registry, prefer_gpu=False, max_records=4)), tokenizer, arrays
+    return TestClient(create_app(registry, ServeSettings(prefer_gpu=False, max_items=4))), tokenizer, arrays
 
 
 @pytest.fixture
@@ -276,7 +277,7 @@ def test_rgb_model_takes_jpeg_and_converts_gray_and_wrong_size_lists(rgb: tuple)
 
 
 def test_transparency_is_flattened_onto_white_as_at_ingest(gray: tuple) -> None:
-    model = gray[0].app.state.model
+    model = gray[0].app.state.shipyard.current.model
     clear = encode(Image.new("RGBA", (WIDTH, HEIGHT), (0, 0, 0, 0)))
     assert (model.encode([b64(clear)])["pixels"] == 255).all()
     rgba = encode(random_image("RGBA"))
@@ -418,7 +419,7 @@ def test_wrong_content_is_refused_with_what_the_model_takes(
 
 def test_a_tabular_model_refuses_images(tmp_path: Path) -> None:
     publish_tabular(tmp_path, [0, 1, 2])
-    client = TestClient(create_app(tmp_path, prefer_gpu=False))
+    client = TestClient(create_app(tmp_path, ServeSettings(prefer_gpu=False)))
     response = client.post("/predict", json={"images": ["..."]})
     assert (
         response.status_code == 422
@@ -428,7 +429,7 @@ def test_a_tabular_model_refuses_images(tmp_path: Path) -> None:
 
 def test_the_documented_example_is_answered(gray: tuple, text: tuple, tmp_path: Path) -> None:
     publish_tabular(tmp_path, [0, 1, 2])
-    for client in [gray[0], text[0], TestClient(create_app(tmp_path, prefer_gpu=False))]:
+    for client in [gray[0], text[0], TestClient(create_app(tmp_path, ServeSettings(prefer_gpu=False)))]:
         operation = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
         example = operation["requestBody"]["content"]["application/json"]["example"]
         assert client.post("/predict", json=example).status_code == 200, example
@@ -527,7 +528,7 @@ def test_a_published_variant_is_served_when_asked_for(tmp_path: Path) -> None:
     weights, bias = publish_with_variants(tmp_path)
     model = load_production(tmp_path, prefer_gpu=False, variant="int8")
     assert model.variant == "int8" and "(image, int8)" in model.describe()
-    client = TestClient(create_app(tmp_path, prefer_gpu=False, variant="int8"))
+    client = TestClient(create_app(tmp_path, ServeSettings(prefer_gpu=False, variant="int8")))
     assert client.get("/health").json()["variant"] == "int8"
     png = encode(random_image("L"))
     response = client.post("/predict", content=png, headers={"content-type": "image/png"})

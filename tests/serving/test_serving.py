@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from onnx import TensorProto, helper, numpy_helper
 
 from serving.app import create_app, serve
+from serving.lifecycle import ServeSettings
 from serving.model import CPU, CUDA, LoadedModel, ServingError, load_production
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,10 +173,10 @@ def test_a_single_record_object_is_one_record(client: TestClient) -> None:
 def test_an_unexpected_failure_is_a_500_without_traceback(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: LoadedModel, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def broken(self: LoadedModel, probabilities: np.ndarray) -> list[dict[str, Any]]:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(LoadedModel, "predict", broken)
+    monkeypatch.setattr(LoadedModel, "predictions", broken)
     response = client.post("/predict", json={"records": RECORDS})
     assert response.status_code == 500
     assert "internal error" in response.json()["detail"] and "secret" not in response.text
@@ -224,7 +225,7 @@ def test_bad_bodies_get_one_line_json_detail(
 
 
 def test_too_many_records_are_refused(registry: Path) -> None:
-    client = TestClient(create_app(registry, max_records=3))
+    client = TestClient(create_app(registry, ServeSettings(max_items=3)))
     response = client.post("/predict", json={"records": RECORDS})
     assert response.status_code == 422
     assert "limit is 3" in response.json()["detail"]

@@ -31,6 +31,7 @@ from serving.contract import (
     compile_contract,
     normalise,
 )
+from serving.lifecycle import ServeSettings
 from serving.model import ServingError
 from tasks.contract import NUMBER_REGEX
 from tests.serving.test_families import make_tokenizer, publish_image, publish_text
@@ -90,7 +91,7 @@ def registry(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(registry: Path) -> TestClient:
-    return TestClient(create_app(registry, prefer_gpu=False, validate_inputs=True))
+    return TestClient(create_app(registry, ServeSettings(prefer_gpu=False, validate_inputs=True)))
 
 
 def post(client: TestClient, *records: dict[str, Any]) -> Any:
@@ -177,7 +178,7 @@ def test_metrics_count_violations_and_requests(client: TestClient) -> None:
 
 
 def test_the_422_lists_critical_violations_first_and_counts_all(registry: Path) -> None:
-    client = TestClient(create_app(registry, prefer_gpu=False, validate_inputs=True))
+    client = TestClient(create_app(registry, ServeSettings(prefer_gpu=False, validate_inputs=True)))
     records = [{**GOOD, "colour": "pink"}] * 150 + [{**GOOD, "mean radius": -1}]
     body = post(client, *records).json()
     assert body["violations"] == 151 and len(body["detail"]) == 100
@@ -200,7 +201,7 @@ def test_good_records_and_numbers_as_text_pass(client: TestClient) -> None:
 
 
 def test_without_validation_the_same_requests_get_the_old_answers(registry: Path) -> None:
-    client = TestClient(create_app(registry, prefer_gpu=False))
+    client = TestClient(create_app(registry, ServeSettings(prefer_gpu=False)))
     assert post(client, {**GOOD, "mean radius": 500}).status_code == 200
     missing = post(client, {"mean radius": 1.0, "b": 0.0})
     assert missing.status_code == 422 and missing.json()["detail"] == "record 0: missing column 'colour'"
@@ -215,17 +216,17 @@ def test_without_validation_no_contract_code_runs(registry: Path, monkeypatch: p
         raise AssertionError("the contract was consulted")
 
     monkeypatch.setattr(InputContract, "check", boom)
-    monkeypatch.setattr("serving.app.load_input_contract", boom)
-    client = TestClient(create_app(registry, prefer_gpu=False))
+    monkeypatch.setattr("serving.lifecycle.load_input_contract", boom)
+    client = TestClient(create_app(registry, ServeSettings(prefer_gpu=False)))
     assert post(client, GOOD).status_code == 200
 
 
 def test_a_version_without_suite_refuses_to_start(tmp_path: Path) -> None:
     publish(tmp_path, [0, 1, 2])
     with pytest.raises(ServingError, match="has no data contract .*--validate-inputs"):
-        create_app(tmp_path, validate_inputs=True)
+        create_app(tmp_path, ServeSettings(validate_inputs=True))
     with pytest.raises(ServingError, match="has no data contract"):
-        serve(tmp_path, port=0, validate_inputs=True)
+        serve(tmp_path, ServeSettings(validate_inputs=True), port=0)
     create_app(tmp_path)  # and without validation it serves as before
 
 
@@ -260,14 +261,14 @@ def test_an_unverified_contract_is_refused(registry: Path, change: Any, words: s
     change(manifest, folder)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ServingError, match=words):
-        create_app(registry, prefer_gpu=False, validate_inputs=True)
+        create_app(registry, ServeSettings(prefer_gpu=False, validate_inputs=True))
 
 
 def test_startup_log_lists_what_is_checked_and_skipped(
     registry: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="shipyard.serving"):
-        create_app(registry, prefer_gpu=False, validate_inputs=True)
+        create_app(registry, ServeSettings(prefer_gpu=False, validate_inputs=True))
     (line,) = [r.getMessage() for r in caplog.records if "validating inputs" in r.getMessage()]
     assert "9 check(s), 7 critical" in line and "sensitive (values masked): ['b']" in line
     assert "table-level (expect_table_row_count_to_be_between, expect_compound_columns_to_be_unique)" in line
@@ -323,7 +324,7 @@ def test_text_requests_are_checked_against_the_text_column(tmp_path: Path) -> No
         sensitive_columns=["review"],
     )
     add_contract(tmp_path / "versions" / "v0001", text_suite)
-    client = TestClient(create_app(tmp_path, prefer_gpu=False, validate_inputs=True))
+    client = TestClient(create_app(tmp_path, ServeSettings(prefer_gpu=False, validate_inputs=True)))
     long_text = "the cat sat on the mat " * 5
     padded = "the cat" + " " * 40  # ingest strips texts: 7 characters, as in training
     assert client.post("/predict", json={"texts": ["the cat", long_text, padded]}).status_code == 200
@@ -365,7 +366,7 @@ def test_image_requests_are_checked_by_their_header(tmp_path: Path) -> None:
         task="image",
     )
     add_contract(tmp_path / "versions" / "v0001", image_suite)
-    client = TestClient(create_app(tmp_path, prefer_gpu=False, validate_inputs=True))
+    client = TestClient(create_app(tmp_path, ServeSettings(prefer_gpu=False, validate_inputs=True)))
     gray = b64(encode(Image.new("L", (WIDTH, HEIGHT))))
     rgb_list = np.zeros((HEIGHT + 2, WIDTH, 3), np.uint8).tolist()
     assert client.post("/predict", json={"images": [gray, rgb_list]}).status_code == 200

@@ -1,0 +1,220 @@
+"""Dynamic micro-batching: requests queued while the model is busy run together as one batch.
+
+One worker thread per loaded model takes the oldest request, adds every request already waiting (up to
+`max_batch` rows) and runs them as one `session.run`; results are split back per request. It waits up to
+`max_wait` for more only while other requests are still being read and parsed, so a lone request never
+waits: batching costs nothing when there is nothing to batch. The queue is bounded (`QueueFull`, answered
+503 with Retry-After) and a request whose caller gave up (timeout) is dropped before it runs.
+
+Text inputs of different lengths are padded to the longest in the batch (ids with the pad id, mask with 0):
+the text networks mean-pool over the attention mask, so a text's answer does not depend on its padding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from serving.inputs import InputError
+
+logger = logging.getLogger("shipyard.serving")
+
+Tensors = dict[str, np.ndarray]
+RunBatch = Callable[[Tensors], Tensors]
+
+
+class QueueFull(InputError):
+    """More requests are waiting than `max_queue`: the client should retry later."""
+
+    status = 503
+
+
+class BatchTimeout(InputError):
+    """The request waited longer than the per-request timeout."""
+
+    status = 503
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_batch: int = 64  # rows per session.run (a bigger single request runs alone)
+    max_wait: float = 0.002  # seconds to wait for requests still being parsed
+    max_queue: int = 256  # requests waiting for the model before new ones get 503
+
+
+@dataclass
+class Job:
+    inputs: Tensors
+    rows: int
+    future: asyncio.Future[Tensors]
+    queued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class BatchStats:
+    """What the metrics want to know about one batch."""
+
+    rows: int
+    waits: list[float]  # seconds each job spent queued
+    run: float  # seconds to concatenate, run and split
+
+
+class Batcher:
+    """Queues requests for one model and runs them in batches on a worker thread."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        settings: BatchSettings,
+        pad_values: Mapping[str, int] | None = None,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        name: str = "model",
+    ) -> None:
+        self.run_batch = run_batch
+        self.settings = settings
+        self.pad_values = dict(pad_values or {})
+        self.on_batch = on_batch
+        self.arriving = 0  # requests read but not yet submitted (changed on the event loop only)
+        self.depth = 0  # requests queued, not yet taken by the worker
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._carry: Job | None = None
+        self._closing = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    async def run(self, inputs: Tensors, timeout: float | None = None) -> Tensors:
+        """The model's outputs for this request's rows, run in a batch with whatever else is waiting."""
+        if self.depth >= self.settings.max_queue:
+            limit = self.settings.max_queue
+            raise QueueFull(f"{self.depth} requests are waiting for the model (limit {limit}); retry later")
+        loop = asyncio.get_running_loop()
+        job = Job(inputs, len(next(iter(inputs.values()))), loop.create_future())
+        with self._lock:
+            self.depth += 1
+        self._queue.put(job)
+        try:
+            return await asyncio.wait_for(job.future, timeout)
+        except TimeoutError:
+            raise BatchTimeout(f"no answer within the request timeout of {timeout:g} s") from None
+
+    def close(self) -> None:
+        """Finish every queued request, then stop the worker."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self._run(batch)
+
+    def _next_batch(self) -> list[Job] | None:
+        """The oldest job plus those waiting behind it, up to max_batch rows; None when closed."""
+        first = self._carry or self._queue.get()
+        self._carry = None
+        if first is None:
+            return None
+        batch, rows, deadline = [first], first.rows, None
+        while rows < self.settings.max_batch and not self._closing:
+            job = self._take_waiting(deadline)
+            if job is None:
+                if self.arriving <= 0 or self.settings.max_wait <= 0:
+                    break
+                deadline = deadline or time.perf_counter() + self.settings.max_wait
+                if time.perf_counter() >= deadline:
+                    break
+            elif rows + job.rows > self.settings.max_batch:
+                self._carry = job
+                break
+            else:
+                batch.append(job)
+                rows += job.rows
+        with self._lock:
+            self.depth -= len(batch)
+        return batch
+
+    def _take_waiting(self, deadline: float | None) -> Job | None:
+        """A queued job, if any; waits a little (up to the deadline) when one was set."""
+        try:
+            if deadline is None:
+                job = self._queue.get_nowait()
+            else:
+                job = self._queue.get(timeout=max(0.0, min(deadline - time.perf_counter(), 0.0005)))
+        except queue.Empty:
+            return None
+        if job is None:  # the stop mark: run this batch, then stop
+            self._closing = True
+            self._queue.put(None)
+        return job
+
+    def _run(self, batch: list[Job]) -> None:
+        live = [job for job in batch if not job.future.cancelled()]  # callers that timed out are gone
+        if not live:
+            return
+        started = time.perf_counter()
+        try:
+            outputs = self.run_batch(concatenate([job.inputs for job in live], self.pad_values))
+            results: list[Tensors | BaseException] = split(outputs, [job.rows for job in live])
+        except Exception as err:  # the callers answer it; the worker keeps serving
+            logger.exception("batch of %d requests failed", len(live))
+            results = [err] * len(live)
+        finished = time.perf_counter()
+        resolve_later(live, results)
+        if self.on_batch is not None:
+            waits = [started - job.queued for job in live]
+            self.on_batch(BatchStats(sum(job.rows for job in live), waits, finished - started))
+
+
+def resolve_later(jobs: Sequence[Job], results: Sequence[Tensors | BaseException]) -> None:
+    """Hand each job its result on its event loop (one wake-up per loop, not per job)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Any]]] = {}
+    for job, result in zip(jobs, results, strict=True):
+        by_loop.setdefault(job.future.get_loop(), []).append((job, result))
+    for loop, pairs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a loop closed while the batch ran: nobody waits
+            loop.call_soon_threadsafe(_resolve, pairs)
+
+
+def _resolve(pairs: list[tuple[Job, Any]]) -> None:
+    for job, result in pairs:
+        if job.future.done():
+            continue
+        if isinstance(result, BaseException):
+            job.future.set_exception(result)
+        else:
+            job.future.set_result(result)
+
+
+def concatenate(requests: Sequence[Tensors], pad_values: Mapping[str, int]) -> Tensors:
+    """One batch per input name; 2-D integer inputs of different widths padded to the widest."""
+    if len(requests) == 1:
+        return requests[0]
+    batch = {}
+    for name in requests[0]:
+        parts = [request[name] for request in requests]
+        width = max(part.shape[1] for part in parts) if parts[0].ndim == 2 else None
+        if width is not None and any(part.shape[1] != width for part in parts):
+            parts = [_pad(part, width, pad_values.get(name, 0)) for part in parts]
+        batch[name] = np.concatenate(parts)
+    return batch
+
+
+def _pad(part: np.ndarray, width: int, value: int) -> np.ndarray:
+    if part.shape[1] == width:
+        return part
+    return np.pad(part, ((0, 0), (0, width - part.shape[1])), constant_values=value)
+
+
+def split(outputs: Tensors, rows: Sequence[int]) -> list[Tensors]:
+    """Each request's rows of every output, in order."""
+    bounds = np.cumsum([0, *rows])
+    spans = zip(bounds[:-1], bounds[1:], strict=True)
+    return [{name: value[start:stop] for name, value in outputs.items()} for start, stop in spans]
