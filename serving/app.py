@@ -41,8 +41,10 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import oip
+from serving.batching import BatchTimeout
 from serving.contract import CRITICAL, InputContract
 from serving.inputs import IMAGE_TYPES, USAGE, InputError, UnsupportedMediaType, media_type, read_request
 from serving.lifecycle import Served, ServerState, ServeSettings
@@ -99,6 +101,7 @@ def create_app(registry: Path, settings: ServeSettings | None = None) -> FastAPI
 
     app = FastAPI(title=f"shipyard: {model.name}", version=model.version, lifespan=lifespan)
     app.state.shipyard = state
+    app.add_exception_handler(StarletteHTTPException, http_error)
     add_oip_routes(app, state)
     add_predict_routes(app, state)
     add_service_routes(app, state)
@@ -225,9 +228,11 @@ async def answer(request: Request, state: ServerState, protocol: InferenceReques
         started = time.perf_counter()
         inputs = await protocol.parse(served, request, body)
         parsed = time.perf_counter()
-        batcher.arriving -= 1
-        parsing = False
-        outputs = await batcher.run(inputs, settings.timeout - (parsed - arrived))
+        parsing = False  # run() uncounts it once the request is queued
+        try:
+            outputs = await batcher.run(inputs, settings.timeout - (parsed - arrived), arriving=True)
+        except BatchTimeout:
+            raise BatchTimeout(f"no answer within the request timeout of {settings.timeout:g} s") from None
         ran = time.perf_counter()
         response = protocol.render(served, outputs)
         state.metrics.count_request(parsed - started, time.perf_counter() - ran)
@@ -294,7 +299,7 @@ class OipRequest(InferenceRequest):
             served.inputs,
             served.outputs,
             max_bytes=self.state.settings.max_body,
-            allow_nonfinite=tabular,
+            allow_nan=tabular,
         )
         return self.request.tensors
 
@@ -369,6 +374,16 @@ def judge_inputs(contract: InputContract, items: list[Any], metrics: Metrics) ->
 
 def json_response(content: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """Routing errors (404, 405) in each protocol's shape: {"error"} under /v2, {"detail"} elsewhere."""
+    if request.url.path.startswith("/v2"):
+        response = oip_error(exc.status_code, str(exc.detail))
+    else:
+        response = json_response({"detail": exc.detail}, exc.status_code)
+    response.headers.update(exc.headers or {})  # 405 keeps its Allow header
+    return response
 
 
 def oip_error(status: int, message: str) -> Response:

@@ -92,20 +92,30 @@ class Batcher:
         self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
-    async def run(self, inputs: Tensors, timeout: float | None = None) -> Tensors:
-        """The model's outputs for this request's rows, run in a batch with whatever else is waiting."""
-        if self.depth >= self.settings.max_queue:
-            limit = self.settings.max_queue
-            raise QueueFull(f"{self.depth} requests are waiting for the model (limit {limit}); retry later")
+    async def run(self, inputs: Tensors, timeout: float | None = None, arriving: bool = False) -> Tensors:
+        """The model's outputs for this request's rows, run in a batch with whatever else is waiting.
+
+        `arriving`: the caller counted itself in `self.arriving` while parsing; it is uncounted once queued.
+        """
         loop = asyncio.get_running_loop()
         job = Job(inputs, len(next(iter(inputs.values()))), loop.create_future())
-        with self._lock:
-            self.depth += 1
-        self._queue.put(job)
+        try:
+            self._enqueue(job)
+        finally:
+            if arriving:
+                self.arriving -= 1
         try:
             return await asyncio.wait_for(job.future, timeout)
         except TimeoutError:
             raise BatchTimeout(f"no answer within the request timeout of {timeout:g} s") from None
+
+    def _enqueue(self, job: Job) -> None:
+        if self.depth >= self.settings.max_queue:
+            limit = self.settings.max_queue
+            raise QueueFull(f"{self.depth} requests are waiting for the model (limit {limit}); retry later")
+        with self._lock:
+            self.depth += 1
+        self._queue.put(job)
 
     def close(self) -> None:
         """Finish every queued request, then stop the worker."""
