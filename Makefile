@@ -35,6 +35,7 @@ bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.pipeline && $(BIN)/python -m bench.onnx_vs_torch
 	$(BIN)/python -m bench.families
 	$(BIN)/python -m bench.validation
+	$(BIN)/python -m bench.serve
 
 # The README's reference results: MNIST-10k and SMS Spam through the pipeline (needs ../shared/datasets).
 reference: install

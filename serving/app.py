@@ -26,6 +26,7 @@ import abc
 import asyncio
 import base64
 import contextlib
+import copy
 import importlib.metadata
 import io
 import logging
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 import orjson
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -62,6 +63,7 @@ DESCRIPTIONS = {
 }
 
 logger = logging.getLogger("shipyard.serving")
+ModelName = tuple[str, str | None]  # the name and (when the route has one) the version a request names
 
 
 class BodyTooLarge(InputError):
@@ -93,6 +95,7 @@ def create_app(registry: Path, settings: ServeSettings | None = None) -> FastAPI
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.current.batcher.start()
         reloader = asyncio.create_task(state.reload_forever()) if settings.reload_interval > 0 else None
         yield
         if reloader is not None:
@@ -137,9 +140,7 @@ def add_oip_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/v2", description="Server metadata (OIP v2).")
     async def server_metadata() -> Response:
-        return json_response(
-            oip.server_metadata("shipyard", state.current.model.version, ["binary_tensor_data"])
-        )
+        return json_response(oip.server_metadata("shipyard", SERVER_VERSION, [oip.BINARY_EXTENSION]))
 
     @app.get("/v2/health/live", description="200 while the process runs.")
     async def live() -> Response:
@@ -149,31 +150,40 @@ def add_oip_routes(app: FastAPI, state: ServerState) -> None:
     async def ready() -> Response:
         return json_response({"ready": not state.draining}, 503 if state.draining else 200)
 
-    async def model_metadata(name: str, version: str | None = None) -> Response:
-        return await with_model(state, name, version, oip_error, metadata_of)
+    for versioned in (False, True):
+        add_model_routes(app, state, versioned)
 
-    async def model_ready(name: str, version: str | None = None) -> Response:
-        return await with_model(
-            state,
-            name,
-            version,
-            oip_error,
-            lambda _: json_response({"name": name, "ready": not state.draining}),
-        )
 
-    async def model_config(name: str, version: str | None = None) -> Response:
-        return await with_model(
-            state, name, version, oip_error, lambda served: json_response(config_of(served, state))
-        )
+def add_model_routes(app: FastAPI, state: ServerState, versioned: bool) -> None:
+    """/v2/models/{name}[/versions/{version}]: metadata, ready, config and infer."""
+    prefix = "/v2/models/{name}" + ("/versions/{version}" if versioned else "")
+    if versioned:
 
-    async def infer(request: Request, name: str, version: str | None = None) -> Response:
-        return await answer(request, state, OipRequest(state, name, version))
+        async def named(name: str, version: str) -> ModelName:
+            return name, version
+    else:
 
-    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        app.get(prefix, description="Model metadata: versions, platform, inputs and outputs.")(model_metadata)
-        app.get(f"{prefix}/ready", description="200 when this model is ready.")(model_ready)
-        app.get(f"{prefix}/config", description="The model's Triton-style configuration.")(model_config)
-        app.post(f"{prefix}/infer", description=INFER_DOC, openapi_extra=INFER_BODY)(infer)
+        async def named(name: str) -> ModelName:
+            return name, None
+
+    route = Depends(named)  # the model (and version) a route names
+
+    @app.get(prefix, description="Model metadata: versions, platform, inputs and outputs.")
+    async def model_metadata(model: ModelName = route) -> Response:
+        return with_model(state, *model, metadata_of)
+
+    @app.get(f"{prefix}/ready", description="200 when this model is ready; 503 while draining.")
+    async def model_ready(model: ModelName = route) -> Response:
+        ready = {"name": model[0], "ready": not state.draining}
+        return with_model(state, *model, lambda _: json_response(ready, 503 if state.draining else 200))
+
+    @app.get(f"{prefix}/config", description="The model's Triton-style configuration.")
+    async def model_config(model: ModelName = route) -> Response:
+        return with_model(state, *model, lambda served: json_response(config_of(served, state)))
+
+    @app.post(f"{prefix}/infer", description=INFER_DOC, openapi_extra=infer_body_doc(state.current))
+    async def infer(request: Request, model: ModelName = route) -> Response:
+        return await answer(request, state, OipRequest(state, *model))
 
 
 def add_predict_routes(app: FastAPI, state: ServerState) -> None:
@@ -301,6 +311,10 @@ class OipRequest(InferenceRequest):
             max_bytes=self.state.settings.max_body,
             allow_nan=tabular,
         )
+        if served.model.tokenizer is not None:
+            check_token_ids(
+                self.request.tensors, served.model.tokenizer.get_vocab_size(with_added_tokens=True)
+            )
         return self.request.tensors
 
     def render(self, served: Served, outputs: dict[str, np.ndarray]) -> Response:
@@ -317,6 +331,17 @@ class OipRequest(InferenceRequest):
 
     def refuse(self, status: int, message: str) -> Response:
         return oip_error(status, message)
+
+
+def check_token_ids(tensors: dict[str, np.ndarray], vocabulary: int) -> None:
+    """Token ids within the tokenizer's vocabulary and a 0/1 attention mask, or a 400 naming the position."""
+    checks = {"input_ids": (0, vocabulary - 1), "attention_mask": (0, 1)}
+    for name, (low, high) in checks.items():
+        bad = np.argwhere((tensors[name] < low) | (tensors[name] > high))
+        if bad.size:
+            position = [int(i) for i in bad[0]]
+            value = int(tensors[name][tuple(position)])
+            raise oip.OipError(f"input '{name}' has {value} at index {position}; expected {low} to {high}")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -342,18 +367,15 @@ def find_model(served: Served, name: str | None, version: str | None) -> None:
         raise NotFound(f"model '{model.name}' has no version '{version}' loaded; serving '{model.version}'")
 
 
-async def with_model(
-    state: ServerState,
-    name: str,
-    version: str | None,
-    refuse: Callable[[int, str], Response],
-    respond: Callable[[Served], Response],
+def with_model(
+    state: ServerState, name: str, version: str | None, respond: Callable[[Served], Response]
 ) -> Response:
+    """`respond` for the served model, or the OIP 404 when the request names another model or version."""
     served = state.current
     try:
         find_model(served, name, version)
     except NotFound as err:
-        return refuse(err.status, str(err))
+        return oip_error(err.status, str(err))
     return respond(served)
 
 
@@ -432,7 +454,7 @@ INFER_DOC = (
     "(its length in the Inference-Header-Content-Length header) followed by each input's raw bytes, "
     'with "parameters": {"binary_data_size": n}; ask for binary outputs with "binary_data": true.'
 )
-INFER_BODY: dict[str, Any] = {
+INFER_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
@@ -465,6 +487,25 @@ INFER_BODY: dict[str, Any] = {
         },
     }
 }
+
+
+def infer_body_doc(served: Served) -> dict[str, Any]:
+    """The infer request body's schema, with an example this model answers (one warm-up row as JSON)."""
+    model = served.model
+    example = {
+        "inputs": [
+            {
+                "name": name,
+                "shape": list(value.shape),
+                "datatype": oip.oip_datatype(value.dtype),
+                "data": value.ravel().tolist(),
+            }
+            for name, value in model.encode(model.example_items(1)).items()
+        ]
+    }
+    doc = copy.deepcopy(INFER_SCHEMA)
+    doc["requestBody"]["content"]["application/json"]["example"] = example
+    return doc
 
 
 def request_body_doc(model: LoadedModel) -> dict[str, Any]:

@@ -89,7 +89,16 @@ class Batcher:
         self._carry: Job | None = None
         self._closing = False
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
+        self._name = name
+        self._thread: threading.Thread | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start the worker (again, after close: an app's lifespan may run more than once)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._closing, self._carry = False, None
+        self._thread = threading.Thread(target=self._work, name=f"batcher-{self._name}", daemon=True)
         self._thread.start()
 
     async def run(self, inputs: Tensors, timeout: float | None = None, arriving: bool = False) -> Tensors:
@@ -110,6 +119,8 @@ class Batcher:
             raise BatchTimeout(f"no answer within the request timeout of {timeout:g} s") from None
 
     def _enqueue(self, job: Job) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            raise QueueFull("the server is stopping; retry on another instance or later")
         if self.depth >= self.settings.max_queue:
             limit = self.settings.max_queue
             raise QueueFull(f"{self.depth} requests are waiting for the model (limit {limit}); retry later")
@@ -120,7 +131,8 @@ class Batcher:
     def close(self) -> None:
         """Finish every queued request, then stop the worker."""
         self._queue.put(None)
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
@@ -174,13 +186,23 @@ class Batcher:
             outputs = self.run_batch(concatenate([job.inputs for job in live], self.pad_values))
             results: list[Tensors | BaseException] = split(outputs, [job.rows for job in live])
         except Exception as err:  # the callers answer it; the worker keeps serving
-            logger.exception("batch of %d requests failed", len(live))
-            results = [err] * len(live)
+            if len(live) == 1:
+                logger.exception("a request failed in the model")
+                results = [err]
+            else:  # run each alone, so one bad request fails nobody else
+                results = [self._run_alone(job) for job in live]
         finished = time.perf_counter()
         resolve_later(live, results)
         if self.on_batch is not None:
             waits = [started - job.queued for job in live]
             self.on_batch(BatchStats(sum(job.rows for job in live), waits, finished - started))
+
+    def _run_alone(self, job: Job) -> Tensors | BaseException:
+        try:
+            return self.run_batch(job.inputs)
+        except Exception as err:
+            logger.exception("a request failed in the model")
+            return err
 
 
 def resolve_later(jobs: Sequence[Job], results: Sequence[Tensors | BaseException]) -> None:

@@ -151,7 +151,7 @@ class ServeParams(Section):
     max_body_mb: float = Field(32, gt=0)  # request body limit (413), chunked bodies included
     max_items: int = Field(10_000, ge=1)  # records, texts or images in one /predict request
     reload_interval_s: float = Field(2.0, ge=0)  # how often production.json is checked; 0: no hot reload
-    drain_seconds: float = Field(2.0, ge=0)  # after SIGTERM: ready answers 503 this long, then in-flight finish
+    drain_seconds: float = Field(2.0, ge=0)  # after SIGTERM: ready is 503 this long, then in-flight finish
     threads: int = Field(0, ge=0)  # onnxruntime intra-op threads; 0: the CPUs this process may use
 
 
