@@ -105,8 +105,8 @@ def create_app(registry: Path, settings: ServeSettings | None = None) -> FastAPI
     app = FastAPI(title=f"shipyard: {model.name}", version=model.version, lifespan=lifespan)
     app.state.shipyard = state
     app.add_exception_handler(StarletteHTTPException, http_error)
+    add_predict_routes(app, state)  # inference routes first: the router tries routes in order
     add_oip_routes(app, state)
-    add_predict_routes(app, state)
     add_service_routes(app, state)
     app.add_middleware(RequestCounter, metrics=metrics)
     return app
@@ -168,6 +168,10 @@ def add_model_routes(app: FastAPI, state: ServerState, versioned: bool) -> None:
 
     route = Depends(named)  # the model (and version) a route names
 
+    @app.post(f"{prefix}/infer", description=INFER_DOC, openapi_extra=infer_body_doc(state.current))
+    async def infer(request: Request, model: ModelName = route) -> Response:
+        return await answer(request, state, OipRequest(state, *model))
+
     @app.get(prefix, description="Model metadata: versions, platform, inputs and outputs.")
     async def model_metadata(model: ModelName = route) -> Response:
         return with_model(state, *model, metadata_of)
@@ -180,10 +184,6 @@ def add_model_routes(app: FastAPI, state: ServerState, versioned: bool) -> None:
     @app.get(f"{prefix}/config", description="The model's Triton-style configuration.")
     async def model_config(model: ModelName = route) -> Response:
         return with_model(state, *model, lambda served: json_response(config_of(served, state)))
-
-    @app.post(f"{prefix}/infer", description=INFER_DOC, openapi_extra=infer_body_doc(state.current))
-    async def infer(request: Request, model: ModelName = route) -> Response:
-        return await answer(request, state, OipRequest(state, *model))
 
 
 def add_predict_routes(app: FastAPI, state: ServerState) -> None:

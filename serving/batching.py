@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -29,6 +30,7 @@ from serving.inputs import InputError
 logger = logging.getLogger("shipyard.serving")
 
 Tensors = dict[str, np.ndarray]
+WIDTH_SLACK = 0.25  # texts up to 25 % longer than the shortest share one run (padding costs compute)
 RunBatch = Callable[[Tensors], Tensors]
 
 
@@ -49,6 +51,7 @@ class BatchSettings:
     max_batch: int = 64  # rows per session.run (a bigger single request runs alone)
     max_wait: float = 0.002  # seconds to wait for requests still being parsed
     max_queue: int = 256  # requests waiting for the model before new ones get 503
+    inline_below: float = 0.001  # seconds: an idle model faster than this runs a lone request inline
 
 
 @dataclass
@@ -85,6 +88,8 @@ class Batcher:
         self.on_batch = on_batch
         self.arriving = 0  # requests read but not yet submitted (changed on the event loop only)
         self.depth = 0  # requests queued, not yet taken by the worker
+        self.busy = False  # the worker is running a batch
+        self.run_seconds = math.inf  # one row's run, as measured at warm-up
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._carry: Job | None = None
         self._closing = False
@@ -106,17 +111,32 @@ class Batcher:
 
         `arriving`: the caller counted itself in `self.arriving` while parsing; it is uncounted once queued.
         """
+        if arriving:
+            self.arriving -= 1
+        if self._idle_and_alone(len(next(iter(inputs.values())))):
+            return self._run_inline(inputs)
         loop = asyncio.get_running_loop()
         job = Job(inputs, len(next(iter(inputs.values()))), loop.create_future())
-        try:
-            self._enqueue(job)
-        finally:
-            if arriving:
-                self.arriving -= 1
+        self._enqueue(job)
         try:
             return await asyncio.wait_for(job.future, timeout)
         except TimeoutError:
             raise BatchTimeout(f"no answer within the request timeout of {timeout:g} s") from None
+
+    def _idle_and_alone(self, rows: int) -> bool:
+        """Nothing queued, running or arriving, and the run quicker than a hand-off to the worker thread:
+        then batching has nothing to gain and the hand-off would be the request's biggest cost."""
+        quick = rows * self.run_seconds < self.settings.inline_below
+        quick = quick and not self.busy and self.depth == 0 and self.arriving <= 0
+        return quick and self._thread is not None and self._thread.is_alive()
+
+    def _run_inline(self, inputs: Tensors) -> Tensors:
+        started = time.perf_counter()
+        outputs = self.run_batch(inputs)
+        if self.on_batch is not None:
+            rows = len(next(iter(inputs.values())))
+            self.on_batch(BatchStats(rows, [0.0], time.perf_counter() - started))
+        return outputs
 
     def _enqueue(self, job: Job) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -182,20 +202,27 @@ class Batcher:
         if not live:
             return
         started = time.perf_counter()
-        try:
-            outputs = self.run_batch(concatenate([job.inputs for job in live], self.pad_values))
-            results: list[Tensors | BaseException] = split(outputs, [job.rows for job in live])
-        except Exception as err:  # the callers answer it; the worker keeps serving
-            if len(live) == 1:
-                logger.exception("a request failed in the model")
-                results = [err]
-            else:  # run each alone, so one bad request fails nobody else
-                results = [self._run_alone(job) for job in live]
+        self.busy = True
+        results: dict[int, Tensors | BaseException] = {}
+        for group in width_groups(live):
+            results.update(zip(map(id, group), self._run_group(group), strict=True))
+        self.busy = False
         finished = time.perf_counter()
-        resolve_later(live, results)
+        resolve_later(live, [results[id(job)] for job in live])
         if self.on_batch is not None:
             waits = [started - job.queued for job in live]
             self.on_batch(BatchStats(sum(job.rows for job in live), waits, finished - started))
+
+    def _run_group(self, group: list[Job]) -> list[Tensors | BaseException]:
+        """One run for the group; when it fails, each job alone, so one bad request fails nobody else."""
+        try:
+            outputs = self.run_batch(concatenate([job.inputs for job in group], self.pad_values))
+            return list(split(outputs, [job.rows for job in group]))
+        except Exception as err:  # the callers answer it; the worker keeps serving
+            if len(group) == 1:
+                logger.exception("a request failed in the model")
+                return [err]
+            return [self._run_alone(job) for job in group]
 
     def _run_alone(self, job: Job) -> Tensors | BaseException:
         try:
@@ -223,6 +250,24 @@ def _resolve(pairs: list[tuple[Job, Any]]) -> None:
             job.future.set_exception(result)
         else:
             job.future.set_result(result)
+
+
+def width_groups(jobs: Sequence[Job], slack: float = WIDTH_SLACK) -> list[list[Job]]:
+    """Jobs grouped so that padding stays small: sorted by sequence width, a new group whenever a width
+    passes the group's narrowest by more than `slack`. Fixed-shape inputs make one group."""
+    if len(jobs) == 1 or all(value.ndim != 2 for value in jobs[0].inputs.values()):
+        return [list(jobs)]
+    groups: list[list[Job]] = []
+    for job in sorted(jobs, key=_width):
+        if groups and _width(job) <= _width(groups[-1][0]) * (1 + slack):
+            groups[-1].append(job)
+        else:
+            groups.append([job])
+    return groups
+
+
+def _width(job: Job) -> int:
+    return max(value.shape[1] for value in job.inputs.values() if value.ndim == 2)
 
 
 def concatenate(requests: Sequence[Tensors], pad_values: Mapping[str, int]) -> Tensors:

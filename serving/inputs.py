@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 import pandas as pd
 from PIL import Image
 from pydantic import BaseModel, Field
@@ -85,6 +86,10 @@ def media_type(content_type: str | None) -> str:
 def parse_json(body: bytes, task: str) -> Any:
     if not body.strip():
         raise InputError(f"the body must be a JSON object like {USAGE[task]}")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass  # orjson is strict; the standard library also reads NaN and Infinity, and says where it broke
     try:
         return json.loads(body)
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError

@@ -53,7 +53,12 @@ class ServeSettings:
             variant=params.variant,
             require_gpu=params.require_gpu,
             validate_inputs=params.validate_inputs,
-            batch=BatchSettings(params.max_batch_size, params.max_wait_ms / 1000, params.max_queue),
+            batch=BatchSettings(
+                params.max_batch_size,
+                params.max_wait_ms / 1000,
+                params.max_queue,
+                params.inline_below_ms / 1000,
+            ),
             timeout=params.timeout_ms / 1000,
             max_body=int(params.max_body_mb * 2**20),
             max_items=params.max_items,
@@ -95,10 +100,11 @@ def load_served(registry: Path, version: str, settings: ServeSettings, metrics: 
     if settings.require_gpu and model.provider != CUDA:
         raise ServingError(f"--require-gpu: CUDA is not active ({model.provider_note}); refusing to start")
     contract = load_input_contract(model) if settings.validate_inputs else None
-    model.warm_up(settings.batch.max_batch)
+    one_row = model.warm_up(settings.batch.max_batch)
     batcher = Batcher(
         model.run, settings.batch, model.pad_values, on_batch=metrics.count_batch, name=model.version
     )
+    batcher.run_seconds = one_row
     inputs, outputs = tensor_specs(model.session.get_inputs()), tensor_specs(model.session.get_outputs())
     return Served(model, batcher, contract, inputs, outputs)
 

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -176,10 +177,17 @@ class LoadedModel:
             return {}
         return {"input_ids": (self.tokenizer.padding or {}).get("pad_id", 0), "attention_mask": 0}
 
-    def warm_up(self, max_batch: int) -> None:
-        """Run example inputs at batch 1 and max_batch before taking traffic (allocations, kernels)."""
+    def warm_up(self, max_batch: int) -> float:
+        """Run example inputs at batch 1 and max_batch before taking traffic (allocations, kernels);
+        the median seconds of a few batch-1 runs afterwards."""
         for rows in sorted({1, max(1, max_batch)}):
             self.run(self.encode(self.example_items(rows)), [PROBABILITIES])
+        one, times = self.encode(self.example_items(1)), []
+        for _ in range(5):
+            started = time.perf_counter()
+            self.run(one, [PROBABILITIES])
+            times.append(time.perf_counter() - started)
+        return sorted(times)[len(times) // 2]
 
     def example_items(self, rows: int) -> list[Any]:
         """Items this model takes: zero records, black images, or texts of a few words."""

@@ -146,6 +146,9 @@ class ServeParams(Section):
     require_gpu: bool = False  # refuse to start unless CUDA is really active
     max_batch_size: int = Field(64, ge=1)  # rows per session.run when requests are batched
     max_wait_ms: float = Field(2.0, ge=0, le=1000)  # wait for requests still being parsed, never when idle
+    inline_below_ms: float = Field(
+        1.0, ge=0
+    )  # idle server, run this quick: answer on the event loop (0: never)
     max_queue: int = Field(256, ge=1)  # requests waiting for the model; more get 503 with Retry-After
     timeout_ms: float = Field(30_000, gt=0)  # per request, from arrival to answer (503 when exceeded)
     max_body_mb: float = Field(32, gt=0)  # request body limit (413), chunked bodies included

@@ -25,6 +25,7 @@ class FakeModel:
 
     def __init__(self, hold: bool = False) -> None:
         self.batches: list[Tensors] = []
+        self.threads: list[str] = []  # the thread each batch ran on
         self.entered = threading.Event()
         self.gate = threading.Event()
         if not hold:
@@ -32,6 +33,7 @@ class FakeModel:
 
     def __call__(self, inputs: Tensors) -> Tensors:
         self.batches.append({name: value.copy() for name, value in inputs.items()})
+        self.threads.append(threading.current_thread().name)
         self.entered.set()
         if not self.gate.wait(WAIT):
             raise TimeoutError("the test never released the held batch")
@@ -200,10 +202,10 @@ def test_texts_of_different_lengths_are_padded_with_the_pad_id_and_mask_zero(
     make_batcher: Callable[..., Any],
 ) -> None:
     batcher, fake = make_batcher(hold=True, pad_values={"input_ids": 7, "attention_mask": 0}, max_wait=0)
-    short = {"input_ids": np.array([[11, 12]], np.int64), "attention_mask": np.array([[1, 1]], np.int64)}
+    short = {"input_ids": np.array([[11, 12, 13, 14]], np.int64), "attention_mask": np.array([[1, 1, 1, 1]])}
     long = {
-        "input_ids": np.array([[21, 22, 23, 24], [31, 32, 33, 34]], np.int64),
-        "attention_mask": np.array([[1, 1, 1, 1], [1, 1, 1, 0]], np.int64),
+        "input_ids": np.array([[21, 22, 23, 24, 25], [31, 32, 33, 34, 35]], np.int64),
+        "attention_mask": np.array([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], np.int64),
     }
 
     async def scenario() -> list[Tensors]:
@@ -215,12 +217,58 @@ def test_texts_of_different_lengths_are_padded_with_the_pad_id_and_mask_zero(
         return await asyncio.gather(*waiting)
 
     got_short, got_long = run(scenario)
-    batch = fake.batches[1]
-    np.testing.assert_array_equal(batch["input_ids"], [[11, 12, 7, 7], [21, 22, 23, 24], [31, 32, 33, 34]])
-    np.testing.assert_array_equal(batch["attention_mask"], [[1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]])
+    batch = fake.batches[1]  # widths 4 and 5 are within WIDTH_SLACK: one run, padded to 5
+    np.testing.assert_array_equal(
+        batch["input_ids"], [[11, 12, 13, 14, 7], [21, 22, 23, 24, 25], [31, 32, 33, 34, 35]]
+    )
+    np.testing.assert_array_equal(
+        batch["attention_mask"], [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+    )
     np.testing.assert_array_equal(got_long["input_ids"], long["input_ids"] * 2)
-    assert got_short["input_ids"].shape == (1, 4)  # the padded row is what the model saw
-    assert fake.batches[0]["input_ids"].shape == (1, 2)  # alone: not padded
+    assert got_short["input_ids"].shape == (1, 5)  # the padded row is what the model saw
+    assert fake.batches[0]["input_ids"].shape == (1, 4)  # alone: not padded
+
+
+def test_texts_of_very_different_lengths_run_in_separate_groups(make_batcher: Callable[..., Any]) -> None:
+    batcher, fake = make_batcher(hold=True, pad_values={"input_ids": 7, "attention_mask": 0}, max_wait=0)
+
+    def texts(width: int, tag: int) -> Tensors:
+        return {
+            "input_ids": np.full((1, width), tag, np.int64),
+            "attention_mask": np.ones((1, width), np.int64),
+        }
+
+    async def scenario() -> list[Tensors]:
+        first = asyncio.ensure_future(batcher.run(texts(3, 1)))
+        assert await asyncio.to_thread(fake.entered.wait, WAIT)
+        waiting = await queue_behind(batcher, [texts(20, 2), texts(4, 3), texts(21, 4)])
+        fake.gate.set()
+        await first
+        return await asyncio.gather(*waiting)
+
+    results = run(scenario)
+    widths = [batch["input_ids"].shape for batch in fake.batches[1:]]
+    assert widths == [(1, 4), (2, 21)]  # 4 alone; 20 and 21 together: no text padded fivefold
+    assert [int(r["input_ids"][0, 0]) for r in results] == [4, 6, 8]  # each its own rows (tag * 2)
+
+
+def test_an_idle_quick_model_answers_inline_and_otherwise_queues(make_batcher: Callable[..., Any]) -> None:
+    batcher, fake = make_batcher(max_wait=0, inline_below=0.001)
+    batcher.run_seconds = 0.0001  # one row's run, as measured at warm-up
+
+    async def scenario() -> list[Tensors]:
+        alone = await batcher.run(rows(1))
+        batcher.arriving += 1  # another request is being parsed: this one goes to the worker
+        queued = await batcher.run(rows(2))
+        batcher.arriving -= 1
+        big = await batcher.run(rows(3, count=20))  # 20 rows x 0.1 ms is over the 1 ms threshold
+        return [alone, queued, big]
+
+    results = run(scenario)
+    main = threading.current_thread().name
+    assert fake.threads[0] == main and fake.threads[1] != main and fake.threads[2] != main
+    for result, tag, count in zip(results, (1, 2, 3), (1, 1, 20), strict=True):
+        np.testing.assert_array_equal(result["x"], rows(tag, count)["x"] * 2)
 
 
 def test_a_full_queue_is_refused_with_queue_full(make_batcher: Callable[..., Any]) -> None:

@@ -177,7 +177,7 @@ def test_a_full_queue_is_503_with_retry_after(
     registry: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     slow = SlowModel(monkeypatch)
-    batch = BatchSettings(max_batch=1, max_wait=0, max_queue=1)
+    batch = BatchSettings(max_batch=1, max_wait=0, max_queue=1, inline_below=0)  # always the worker's queue
     app = create_app(registry, ServeSettings(batch=batch, reload_interval=0))
     batcher = app.state.shipyard.current.batcher
     body = {"records": RECORDS[:1]} if path == "/predict" else infer_body()
@@ -203,7 +203,8 @@ def test_a_request_over_its_timeout_is_503_and_the_server_goes_on(
     registry: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     slow = SlowModel(monkeypatch)
-    app = create_app(registry, ServeSettings(timeout=0.2, reload_interval=0))
+    batch = BatchSettings(inline_below=0)  # the worker's queue: a quick idle model would answer inline
+    app = create_app(registry, ServeSettings(timeout=0.2, reload_interval=0, batch=batch))
     body = {"records": RECORDS[:1]} if path == "/predict" else infer_body()
     with TestClient(app) as client, slow:
         slow.slow.set()

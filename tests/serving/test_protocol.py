@@ -73,7 +73,8 @@ class Text:
 def tabular(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tabular]:
     registry = tmp_path_factory.mktemp("tabular") / "registry"
     weights, bias = publish(registry, LABELS)
-    options = ["--max-wait-ms", "20", "--reload-interval-s", "0"]  # a 20 ms window makes batching certain
+    # a 20 ms window and no inline answers make batching certain
+    options = ["--max-wait-ms", "20", "--inline-below-ms", "0", "--reload-interval-s", "0"]
     with live_server(registry, *options) as server:
         yield Tabular(server, weights, bias)
 
