@@ -6,8 +6,11 @@ One worker thread per loaded model takes the oldest request, adds every request 
 waits: batching costs nothing when there is nothing to batch. The queue is bounded (`QueueFull`, answered
 503 with Retry-After) and a request whose caller gave up (timeout) is dropped before it runs.
 
-Text inputs of different lengths are padded to the longest in the batch (ids with the pad id, mask with 0):
-the text networks mean-pool over the attention mask, so a text's answer does not depend on its padding.
+Texts are grouped by length (up to WIDTH_SLACK apart) and each group padded to its longest (ids with the
+pad id, mask with 0): the text networks mean-pool over the attention mask, so a text's answer does not
+depend on its padding, but padding costs compute. A model whose one-row run (measured at warm-up) is under
+`inline_below` answers a request on the event loop itself whenever nothing is queued, running or arriving:
+for such a model the hand-off to the worker thread and back costs more than the run.
 """
 
 from __future__ import annotations
