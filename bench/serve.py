@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import hashlib
 import http.client
-import importlib.util
 import json
 import math
 import multiprocessing
@@ -331,21 +330,6 @@ def http_call(
         connection.close()
 
 
-def max_batch_flag() -> str:
-    """`python -m serving` takes every key of params' serve section as an option: max_batch_size there."""
-    with contextlib.suppress(ImportError):
-        from tasks.config import ServeParams
-
-        if "max_batch_size" in ServeParams.model_fields:
-            return "--max-batch-size"
-    return "--max-batch"
-
-
-def has_entry_point() -> bool:
-    """Whether `python -m serving` exists (the lead's server entry point)."""
-    return importlib.util.find_spec("serving.__main__") is not None
-
-
 @dataclass
 class Server:
     """A server in a subprocess of its own, on a free port, logging to a file."""
@@ -380,38 +364,25 @@ class Server:
                 self.variant,
                 *quiet,
             ]
-        if has_entry_point():
-            extra = []
-            if self.options.get("max_batch"):
-                extra += [max_batch_flag(), str(self.options["max_batch"])]
-            if self.options.get("max_wait_ms") is not None:
-                extra += ["--max-wait-ms", str(self.options["max_wait_ms"])]
-            return [
-                sys.executable,
-                "-m",
-                "serving",
-                "--registry",
-                str(self.registry),
-                "--host",
-                HOST,
-                "--port",
-                str(self.port),
-                "--variant",
-                self.variant,
-                *extra,
-            ]
-        code = (
-            "from pathlib import Path; from serving.app import serve; "
-            f"serve(Path({str(self.registry)!r}), {HOST!r}, {self.port}, variant={self.fallback_variant()!r})"
-        )
-        return [sys.executable, "-c", code]
-
-    def fallback_variant(self) -> str:
-        """serving.app.serve before `--variant auto` existed: resolve auto here (int8 on the CPU)."""
-        if self.variant != AUTO:
-            return self.variant
-        variants = model_summary(self.registry)["variants"]
-        return "int8" if variants.get("int8", {}).get("published") else FP32
+        extra = []
+        if self.options.get("max_batch"):
+            extra += ["--max-batch-size", str(self.options["max_batch"])]
+        if self.options.get("max_wait_ms") is not None:
+            extra += ["--max-wait-ms", str(self.options["max_wait_ms"])]
+        return [
+            sys.executable,
+            "-m",
+            "serving",
+            "--registry",
+            str(self.registry),
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--variant",
+            self.variant,
+            *extra,
+        ]
 
     def start(self) -> None:
         self.port = free_port()
@@ -428,24 +399,20 @@ class Server:
         log.close()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        """Until GET /v2/health/ready (or /health where that route is absent) answers 200."""
+        """Until the server's ready route (naive: GET /health) answers 200."""
         deadline = time.monotonic() + timeout
-        paths = ["/v2/health/ready", "/health"]
+        path = "/health" if self.kind == NAIVE else "/v2/health/ready"
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 raise BenchError(f"{self.name} exited before it was ready:\n{self.log_tail()}")
             try:
-                status, _ = http_call(self.port, "GET", paths[0])
+                status, _ = http_call(self.port, "GET", path)
             except OSError:
-                time.sleep(0.2)
-                continue
+                status = 0
             if status == 200:
-                self.info["ready_route"] = paths[0]
+                self.info["ready_route"] = path
                 self.info.update(self.describe())
                 return
-            if status == 404 and len(paths) > 1:
-                paths.pop(0)
-                continue
             time.sleep(0.2)
         raise BenchError(f"{self.name} was not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
@@ -729,11 +696,7 @@ def bench_model(
     with tempfile.TemporaryDirectory(prefix="shipyard-bench-serve-") as tmp:
         servers = servers_for(kind, args, registry, Path(tmp))
         with running(servers):
-            served = {
-                s.variant: s.info.get("variant") or s.fallback_variant()
-                for s in servers
-                if s.kind == SHIPYARD
-            }
+            served = {s.variant: s.info["variant"] for s in servers if s.kind == SHIPYARD}  # from /health
             floors = {v: load_production(registry, variant=v) for v in sorted({FP32, *served.values()})}
             cuda = floors[FP32].provider == CUDA
             payloads = build_payloads(kind, floors[FP32], items, args.payloads, notes)
@@ -1090,10 +1053,6 @@ def versions() -> dict[str, str]:
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     sizes = settings(args)
     notes: list[str] = []
-    if not has_entry_point():
-        notes.append(
-            "`python -m serving` not found: shipyard ran through serving.app.serve (variant resolved here)"
-        )
     models = {}
     with LoadGenerator() as loadgen:
         for kind in sizes.models:
@@ -1117,7 +1076,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "max_batch": args.max_batch,
             "max_wait_ms": args.max_wait_ms,
             "naive_quiet": args.naive_quiet,
-            "entry_point": "python -m serving" if has_entry_point() else "serving.app.serve",
+            "entry_point": "python -m serving",
         },
         "models": models,
         "goals": goals(rows, cuda),
