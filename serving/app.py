@@ -444,7 +444,10 @@ def config_of(served: Served, state: ServerState) -> dict[str, Any]:
         "input": tensors(served.inputs),
         "output": tensors(served.outputs),
         "dynamic_batching": {"max_queue_delay_microseconds": int(batch.max_wait * 1e6)},
-        "parameters": {"variant": {"string_value": served.model.variant}},
+        "parameters": {
+            "variant": {"string_value": served.model.variant},
+            "execution_provider": {"string_value": served.model.provider},
+        },
     }
 
 

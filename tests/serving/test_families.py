@@ -550,3 +550,15 @@ def test_a_published_variant_must_be_listed_in_files(tmp_path: Path) -> None:
     _edit_manifest(tmp_path, lambda m: m["files"].pop("model.int8.onnx"))
     with pytest.raises(ServingError, match="int8 model 'model.int8.onnx' is not in 'files'"):
         load_production(tmp_path, variant="int8")
+
+
+def test_auto_serves_int8_on_the_cpu_when_published_else_fp32(tmp_path: Path) -> None:
+    publish_with_variants(tmp_path / "with")
+    assert load_production(tmp_path / "with", prefer_gpu=False).variant == "int8"  # "auto" is the default
+    publish_image(tmp_path / "without", channels=1)
+    assert load_production(tmp_path / "without", prefer_gpu=False).variant == "fp32"
+    config = TestClient(create_app(tmp_path / "with", ServeSettings(prefer_gpu=False))).get(
+        "/v2/models/image-model/config"
+    )
+    assert config.json()["parameters"]["variant"] == {"string_value": "int8"}
+    assert config.json()["parameters"]["execution_provider"] == {"string_value": "CPUExecutionProvider"}
