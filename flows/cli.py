@@ -13,11 +13,16 @@ from flows.console import fail
 from flows.contract_cli import contract_app
 from flows.drift_cli import drift
 from flows.predict_cli import predict
+from flows.remote_cli import remote_app
+from flows.schedule_cli import schedule, worker
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(contract_app, name="contract")
+app.add_typer(remote_app, name="remote")
 app.command()(drift)
 app.command()(predict)
+app.command()(schedule)
+app.command()(worker)
 
 PARAMS = Path("params.yaml")
 
@@ -171,26 +176,6 @@ def serve(
         start({key: value for key, value in given.items() if value is not None})
     except ShipyardError as err:
         fail(str(err))
-
-
-@app.command()
-def schedule(
-    cron: Annotated[str, typer.Option(help='cron expression, e.g. "0 3 * * *"')],
-    name: Annotated[str, typer.Option(help="deployment name")] = "scheduled",
-    apply_only: Annotated[bool, typer.Option(help="create/update the deployment and exit")] = False,
-) -> None:
-    """Create (or update) a scheduled Prefect deployment of the pipeline and serve its runs."""
-    from flows.schedule import build_deployment, serve_deployment
-
-    try:
-        deployment = build_deployment(name, cron)
-    except ValueError as err:
-        fail(f"--cron {cron!r}: {err}")
-    if apply_only:
-        deployment_id = deployment.apply()
-        typer.echo(f"deployment shipyard-pipeline/{name} ({deployment_id}) scheduled: {cron}")
-        return
-    serve_deployment(deployment)
 
 
 def main() -> None:

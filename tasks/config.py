@@ -158,6 +158,10 @@ class ServeParams(Section):
     threads: int = Field(0, ge=0)  # onnxruntime intra-op threads; 0: the CPUs this process may use
 
 
+class NotifyParams(Section):
+    webhook_url: str | None = None  # failed or not-blessed scheduled runs POST a JSON message here
+
+
 class Params(Section):
     task: Literal["auto", "tabular", "image", "text"] = "auto"  # auto: inferred from the data
     ingest: IngestParams = Field(default_factory=IngestParams)
@@ -168,6 +172,7 @@ class Params(Section):
     export: ExportParams = Field(default_factory=ExportParams)
     promote: PromoteParams = Field(default_factory=PromoteParams)
     serve: ServeParams = Field(default_factory=ServeParams)
+    notify: NotifyParams = Field(default_factory=NotifyParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
