@@ -348,41 +348,17 @@ class Server:
         return f"{self.kind}-{self.variant}"
 
     def command(self) -> list[str]:
+        """The same options for both servers; each adds its own."""
+        module, extra = "serving", []
         if self.kind == NAIVE:
-            quiet = ["--quiet"] if self.options.get("naive_quiet") else []
-            return [
-                sys.executable,
-                "-m",
-                "bench.naive_server",
-                "--registry",
-                str(self.registry),
-                "--host",
-                HOST,
-                "--port",
-                str(self.port),
-                "--variant",
-                self.variant,
-                *quiet,
-            ]
-        extra = []
-        if self.options.get("max_batch"):
+            module = "bench.naive_server"
+            extra = ["--quiet"] if self.options.get("naive_quiet") else []
+        if self.kind != NAIVE and self.options.get("max_batch"):
             extra += ["--max-batch-size", str(self.options["max_batch"])]
-        if self.options.get("max_wait_ms") is not None:
+        if self.kind != NAIVE and self.options.get("max_wait_ms") is not None:
             extra += ["--max-wait-ms", str(self.options["max_wait_ms"])]
-        return [
-            sys.executable,
-            "-m",
-            "serving",
-            "--registry",
-            str(self.registry),
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--variant",
-            self.variant,
-            *extra,
-        ]
+        common = ["--registry", str(self.registry), "--host", HOST, "--port", str(self.port)]
+        return [sys.executable, "-m", module, *common, "--variant", self.variant, *extra]
 
     def start(self) -> None:
         self.port = free_port()

@@ -67,10 +67,8 @@ class ServeSettings:
             threads=params.threads,
             api_key=os.environ.get(API_KEY_ENV) or None,
         )
-        return settings.replace(**{key: value for key, value in overrides.items() if value is not None})
-
-    def replace(self, **changes: Any) -> ServeSettings:
-        return dataclasses.replace(self, **changes)
+        given = {key: value for key, value in overrides.items() if value is not None}
+        return dataclasses.replace(settings, **given)
 
     def authorised(self, header: str | None) -> bool:
         """True without an API key; else the Authorization header must be `Bearer <key>`."""
