@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python -m bench.families
 	$(BIN)/python -m bench.validation
 	$(BIN)/python -m bench.serve
+	$(BIN)/python -m bench.ddp
 
 # The README's reference results: MNIST-10k and SMS Spam through the pipeline (needs ../shared/datasets).
 reference: install

@@ -77,6 +77,10 @@ def run(
     table: Annotated[str | None, typer.Option(help="SQL source: table to read")] = None,
     query: Annotated[str | None, typer.Option(help="SQL source: query to run")] = None,
     resume: Annotated[bool, typer.Option(help="continue training from the last checkpoint")] = False,
+    devices: Annotated[
+        int | None, typer.Option(min=1, help="training processes per node: DDP via torchrun (train.devices)")
+    ] = None,
+    nodes: Annotated[int | None, typer.Option(min=1, help="training machines (train.nodes)")] = None,
 ) -> None:
     """Run ingest → validate → train → evaluate → export → promote; unchanged stages are skipped.
 
@@ -92,7 +96,9 @@ def run(
     try:
         check_layout()
         previous = PARAMS.read_bytes()
-        config = apply_overrides(params, collect_overrides(data, target, table, query, set_, text_column))
+        overrides = collect_overrides(data, target, table, query, set_, text_column)
+        overrides += [(["train", key], n) for key, n in (("devices", devices), ("nodes", nodes)) if n]
+        config = apply_overrides(params, overrides)
     except ShipyardError as err:
         fail(str(err))
     from flows.prefect_api import start_temporary_api

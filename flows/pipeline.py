@@ -12,13 +12,13 @@ from prefect.states import Completed, Failed, State
 from flows import stages
 from tasks.errors import ShipyardError
 
-IO_STAGES = {"default_data", "ingest", "promote"}  # may hit flaky storage: retried
+RETRIED = {"default_data", "ingest", "train", "promote"}  # flaky storage; a killed training process
 
 
-def retry_on_io_error(task: Any, task_run: Any, state: State) -> bool:
+def retry_on_transient_error(task: Any, task_run: Any, state: State) -> bool:
     try:
         state.result()
-    except OSError:
+    except (OSError, stages.StageKilled):
         return True
     except Exception:
         return False
@@ -32,7 +32,10 @@ def stage(name: str, stale: bool, recheck: bool, resume: bool = False) -> State:
     `stale` is DVC's verdict from the start of the run; once an upstream stage has run (`recheck`),
     DVC is asked again, since a stage's inputs may have changed under it.
     """
+    from prefect.runtime import task_run
+
     up_to_date = stages.is_up_to_date(name) if recheck else not stale
+    resume = resume or task_run.run_count > 1  # a retried training continues from its last checkpoint
     if up_to_date:
         return Completed(name="Skipped", message=f"{name}: unchanged", data={"stage": name, "skipped": True})
     started = time.perf_counter()
@@ -55,8 +58,8 @@ def pipeline(resume: bool = False) -> list[dict[str, Any]]:
     stale = stages.stale_stages()
     results: list[dict[str, Any]] = []
     for name in stages.STAGES:
-        options = {"retries": 2, "retry_delay_seconds": 1, "retry_condition_fn": retry_on_io_error}
-        runner = stage.with_options(**options) if name in IO_STAGES else stage
+        options = {"retries": 2, "retry_delay_seconds": 1, "retry_condition_fn": retry_on_transient_error}
+        runner = stage.with_options(**options) if name in RETRIED else stage
         recheck = any(not r["skipped"] for r in results)
         state = runner(name, name in stale, recheck, resume=resume, return_state=True)
         if state.is_failed():

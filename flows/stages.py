@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -51,17 +53,46 @@ def record(name: str) -> None:
     dvc_repo().commit(name, force=True)
 
 
+class StageKilled(Exception):
+    """The stage's process died by a signal (kill -9, the OOM killer, a preempted machine): retried."""
+
+
 def run_stage(name: str, resume: bool = False) -> Any:
-    """Call the stage's run() in this process, with params.yaml as DVC sees it."""
+    """Run a stage with params.yaml as DVC sees it: train in a child process (so a killed training
+    can be retried from its checkpoint, and torchrun can start its group), the others in this one."""
     from tasks.config import load_params
 
+    if name == "train":
+        return run_child("train", ["--resume"] if resume else [])
     params = load_params()
     module = importlib.import_module(f"tasks.{STAGES[name]}")
     if name == "default_data":
         return str(module.write_default_dataset())
-    if name == "train":
-        return module.run(params, resume=resume)
     return module.run(params)
+
+
+def run_child(module: str, args: list[str]) -> None:
+    """`python -m tasks.<module>` (the stage's dvc.yaml cmd) as a child; its stderr goes through the
+    stage's logger. Its `error: ...` line comes back as a ShipyardError with its exit code, and a
+    death by a signal as StageKilled."""
+    from tasks.errors import ShipyardError
+
+    log = logging.getLogger(f"shipyard.{module}")
+    command = [sys.executable, "-m", f"tasks.{module}", *args]
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    error = ""
+    for line in child.stderr:
+        if line.startswith("error: "):
+            error = line.removeprefix("error: ").strip()
+        elif line.strip():
+            log.info(line.rstrip())
+    code = child.wait()
+    if code < 0:
+        raise StageKilled(f"{module}: the process was killed by signal {-code}")
+    if code:
+        failure = ShipyardError(error or f"python -m tasks.{module} exited with code {code}")
+        failure.exit_code = code
+        raise failure
 
 
 def check_layout(root: Path = Path(".")) -> None:

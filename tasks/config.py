@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.errors import ShipyardError
 from tasks.paths import DEFAULT_DATASET
@@ -104,7 +104,7 @@ class TrainParams(Section):
     """null means the chosen model's default (tasks.families.MODEL_DEFAULTS)."""
 
     model: ModelName = "auto"  # auto: mlp for tables, cnn for images, minilm for texts
-    hidden: list[int] | None = None
+    hidden: list[int] | None = None  # hidden layer widths; a single number is one layer
     dropout: float = Field(0.1, ge=0, lt=1)
     epochs: int | None = Field(None, ge=1)
     batch_size: int | None = Field(None, ge=1)
@@ -116,6 +116,13 @@ class TrainParams(Section):
     compile: bool = False  # torch.compile the model (optional; helps most on GPU)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    devices: int = Field(1, ge=1)  # processes per node; more than one: DistributedDataParallel via torchrun
+    nodes: int = Field(1, ge=1)  # machines; more than one needs a rendezvous endpoint (see README)
+
+    @field_validator("hidden", mode="before")
+    @classmethod
+    def _one_width_is_one_layer(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class EvaluateParams(Section):
@@ -158,6 +165,15 @@ class ServeParams(Section):
     threads: int = Field(0, ge=0)  # onnxruntime intra-op threads; 0: the CPUs this process may use
 
 
+class SweepParams(Section):
+    """`shipyard sweep`: every combination of `grid` is one DVC experiment, run in parallel on Dask."""
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict)  # params key -> values, e.g. train.lr: [1e-3]
+    metric: str = "f1_macro"  # the blessed candidate with the best test value of this metric is promoted
+    workers: int = Field(2, ge=1)  # local Dask cluster: worker processes
+    address: str | None = None  # an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (null: local cluster)
+
+
 class NotifyParams(Section):
     webhook_url: str | None = None  # failed or not-blessed scheduled runs POST a JSON message here
 
@@ -172,6 +188,7 @@ class Params(Section):
     export: ExportParams = Field(default_factory=ExportParams)
     promote: PromoteParams = Field(default_factory=PromoteParams)
     serve: ServeParams = Field(default_factory=ServeParams)
+    sweep: SweepParams = Field(default_factory=SweepParams)
     notify: NotifyParams = Field(default_factory=NotifyParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

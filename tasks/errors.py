@@ -36,10 +36,10 @@ def report_errors(main: Callable[..., None]) -> Callable[..., None]:
 
 
 @report_errors
-def stage_main(run: Callable[..., Any], **kwargs: Any) -> None:
+def stage_main(run: Callable[..., Any], params_file: str = "params.yaml", **kwargs: Any) -> None:
     """The body of `python -m tasks.<stage>`: params.yaml in, quiet logs, one-line errors out."""
     from tasks.config import load_params
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    run(load_params(), **kwargs)
+    run(load_params(params_file), **kwargs)

@@ -18,12 +18,13 @@ import numpy as np
 from tasks.config import ExportParams, Params
 from tasks.contract import suite_settings
 from tasks.drift import profile_split
-from tasks.errors import ShipyardError, stage_main
+from tasks.errors import GateFailed, ShipyardError, stage_main
 from tasks.families import Family, load_split
 from tasks.features import encode_labels
 from tasks.io import atomic_write, read_json, sha256_file, write_bytes, write_json
 from tasks.model import Trained, load_model
 from tasks.paths import (
+    BLESSING_FILE,
     EXPORT_DIR,
     INFERRED_SUITE,
     INGEST_REPORT,
@@ -344,7 +345,16 @@ def _is_file(value: Any) -> bool:
     return isinstance(value, str) and (EXPORT_DIR / value).is_file()
 
 
+def refuse_unblessed() -> None:
+    """The gate: a model evaluate did not bless stops here (exit 3), before anything is exported."""
+    blessing = read_json(BLESSING_FILE) if BLESSING_FILE.exists() else {"blessed": True}
+    if not blessing["blessed"]:
+        reasons = "; ".join(blessing["reasons"])
+        raise GateFailed(f"model not blessed (kept in models/, not exported or promoted): {reasons}")
+
+
 def run(params: Params) -> dict[str, Any]:
+    refuse_unblessed()
     trained = load_model(MODEL_FILE)
     test = load_split("test", trained.task)
     inputs = trained.family.encode(test, trained.prep)

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasks.config import Params, TrainParams
+from tasks.config import PARAMS_FILE, Params, TrainParams
+from tasks.distributed import SINGLE, Group, join_group, launch, leave_group, under_torchrun
 from tasks.errors import ShipyardError, stage_main
 from tasks.families import Split, family, ingest_report, load_split, plain_order, train_setting
 from tasks.features import encode_labels, label_values
-from tasks.io import atomic_write, write_json
+from tasks.io import atomic_write, read_json, write_json
 from tasks.model import Trained, save_model
 from tasks.paths import CHECKPOINT_DIR, MODEL_FILE, TRAIN_REPORT
 
@@ -36,13 +37,14 @@ class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
 
 
-def select_device(preference: str) -> torch.device:
-    """CUDA when asked for or available (auto), else CPU; asking for CUDA without one is an error."""
+def select_device(preference: str, group: Group = SINGLE) -> torch.device:
+    """CUDA when asked for or available (auto), else CPU; asking for CUDA without one is an error.
+    In a training group each process takes the GPU of its local rank."""
     if preference == "cuda" and not torch.cuda.is_available():
         raise ShipyardError("train.device is 'cuda' but no CUDA device is available")
     use_cuda = preference == "cuda" or (preference == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if use_cuda else "cpu")
-    name = torch.cuda.get_device_name(0) if use_cuda else "CPU"
+    device = torch.device("cuda", group.local_rank) if use_cuda else torch.device("cpu")
+    name = torch.cuda.get_device_name(device) if use_cuda else "CPU"
     log.info("training on %s (%s)%s", device, name, ", bf16 autocast" if use_cuda else "")
     return device
 
@@ -113,9 +115,12 @@ def fit(
     resume: bool = False,
     take: Take = plain_take,
     order: Callable[[list[torch.Tensor], int], torch.Tensor] = plain_order,
+    group: Group = SINGLE,
 ) -> History:
     """The loop for every family: shuffled mini-batches of device-resident tensors, early stopping on
-    validation accuracy (ties: loss), a checkpoint each epoch. `params` must be resolved (no nulls)."""
+    validation accuracy (ties: loss), a checkpoint each epoch. `params` must be resolved (no nulls).
+    In a training group each process steps through its shard with a share of the batch, and the
+    gradients, losses and validation figures are averaged over the group, so all ranks stop together."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -125,7 +130,9 @@ def fit(
     history = load_checkpoint(checkpoint, model, optimizer) if resume and checkpoint.exists() else History()
     if history.epoch:
         log.info("resuming from %s after epoch %d", checkpoint, history.epoch)
-    step = torch.compile(model) if params.compile else model
+    step = group.wrap(model, device)
+    step = torch.compile(step) if params.compile else step
+    batch = group.batch_size(params.batch_size)
     columns = [
         TextColumn("train"),
         BarColumn(),
@@ -134,14 +141,15 @@ def fit(
         TimeElapsedColumn(),
     ]
     console = Console(stderr=True)
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+    quiet = not (console.is_terminal and group.is_main)
+    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
         bar = progress.add_task("epochs", total=params.epochs, completed=history.epoch, status="")
         while history.epoch < params.epochs and history.epoch - history.best_epoch < params.patience:
             model.train()
-            rows = order(x, params.batch_size)
+            rows = group.shard(group.same_order(order(x, params.batch_size)), history.epoch)
             total = 0.0
-            for start in range(0, len(y), params.batch_size):
-                index = rows[start : start + params.batch_size]
+            for start in range(0, len(rows), batch):
+                index = rows[start : start + batch]
                 with autocast(device):
                     loss = nn.functional.cross_entropy(step(*take(x, index))[0].float(), y[index])
                 optimizer.zero_grad(set_to_none=True)
@@ -149,11 +157,12 @@ def fit(
                 optimizer.step()
                 total += loss.item() * len(index)
             val_loss, val_acc = evaluate_batches(step, *val, batch=max(params.batch_size, 256), take=take)
+            train_loss, val_loss, val_acc = group.mean([total / len(rows), val_loss, val_acc], device)
             history.epoch += 1
             history.epochs.append(
                 {
                     "epoch": history.epoch,
-                    "loss": total / len(y),
+                    "loss": train_loss,
                     "val_loss": val_loss,
                     "val_accuracy": val_acc,
                 }
@@ -162,8 +171,9 @@ def fit(
             if score > history.best_score:
                 history.best_score, history.best_epoch = score, history.epoch
                 history.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            save_checkpoint(checkpoint, model, optimizer, history)
-            status = f"loss {total / len(y):.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
+            if group.is_main:
+                save_checkpoint(checkpoint, model, optimizer, history)
+            status = f"loss {train_loss:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
             progress.update(bar, completed=history.epoch, status=status)
     if history.best_state is not None:
         model.load_state_dict(history.best_state)
@@ -186,13 +196,47 @@ def to_device(split: Split, trained: Trained, device: torch.device, target: str)
     return inputs, y
 
 
-def run(params: Params, resume: bool = False) -> dict[str, Any]:
+def run(
+    params: Params,
+    resume: bool = False,
+    devices: int | None = None,
+    nodes: int | None = None,
+    endpoint: str | None = None,
+) -> dict[str, Any]:
+    """Train and save the model; more than one process (train.devices × train.nodes, or the
+    `devices`/`nodes` given) runs the same training under torchrun and returns rank 0's report."""
+    train = params.train.model_copy(update={"devices": devices or params.train.devices})
+    train = train.model_copy(update={"nodes": nodes or train.nodes})
+    params = params.model_copy(update={"train": train})
+    if train.devices * train.nodes > 1 and not under_torchrun():
+        return train_with_torchrun(params, resume, endpoint)
+    group = join_group(train.device)
+    try:
+        return train_in_group(params, resume, group)
+    finally:
+        leave_group(group)
+
+
+def train_with_torchrun(params: Params, resume: bool, endpoint: str | None) -> dict[str, Any]:
+    """Hand these exact params to the torchrun processes (through a file) and wait for them."""
+    import tempfile
+
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="shipyard-train-") as folder:
+        params_file = Path(folder) / "params.yaml"
+        params_file.write_text(yaml.safe_dump(params.model_dump(mode="json", by_alias=True)), "utf-8")
+        launch(params.train.devices, params.train.nodes, params_file, resume, endpoint)
+    return read_json(TRAIN_REPORT)
+
+
+def train_in_group(params: Params, resume: bool, group: Group) -> dict[str, Any]:
     ingest = ingest_report()
     task, target = ingest["task"], ingest["target"]
     kind = family(task)
     train_split, val_split = load_split("train", task), load_split("val", task)
     seed_everything(params.train.seed)
-    device = select_device(params.train.device)
+    device = select_device(params.train.device, group)
     settings = resolve(params.train, kind.choose_model(params.train.model))
     prep = kind.fit(train_split, ingest, params)
     labels = label_values(train_split.frame[target])
@@ -216,8 +260,11 @@ def run(params: Params, resume: bool = False) -> dict[str, Any]:
         resume=resume,
         take=kind.take,
         order=kind.order,
+        group=group,
     )
     seconds = time.perf_counter() - started
+    if not group.is_main:
+        return {}
     trained.network = network.cpu()
     save_model(MODEL_FILE, trained)
     best = history.epochs[history.best_epoch - 1]
@@ -226,6 +273,7 @@ def run(params: Params, resume: bool = False) -> dict[str, Any]:
         "model": settings.model,
         "parameters": sum(p.numel() for p in network.parameters()),
         "device": str(device),
+        "processes": group.world,
         "epochs_run": history.epoch,
         "best_epoch": history.best_epoch,
         "best_val_accuracy": best["val_accuracy"],
@@ -248,7 +296,16 @@ def run(params: Params, resume: bool = False) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    stage_main(run, resume=parser.parse_args(argv).resume)
+    parser.add_argument("--devices", type=int, help="processes on this node (default: train.devices)")
+    parser.add_argument("--nodes", type=int, help="machines (default: train.nodes)")
+    parser.add_argument("--rdzv-endpoint", help="host:port of torchrun's rendezvous, for several nodes")
+    parser.add_argument("--params", default=str(PARAMS_FILE), help="the params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    for flag in ("devices", "nodes"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1")
+    overrides = {"devices": args.devices, "nodes": args.nodes, "endpoint": args.rdzv_endpoint}
+    stage_main(run, params_file=args.params, resume=args.resume, **overrides)
 
 
 if __name__ == "__main__":
