@@ -26,6 +26,7 @@ from tasks.paths import CHECKPOINT_DIR, MODEL_FILE, TRAIN_REPORT
 log = logging.getLogger("shipyard.train")
 
 CHECKPOINT = "last.pt"
+PROGRESS_LOG_SECONDS = 10  # no progress bar (a log, a pipe, the flow): an epoch line at most this often
 
 
 @dataclass
@@ -141,8 +142,9 @@ def fit(
         TimeElapsedColumn(),
     ]
     console = Console(stderr=True)
-    quiet = not (console.is_terminal and group.is_main)
-    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
+    bar_shown = console.is_terminal and group.is_main
+    logged = time.monotonic()
+    with Progress(*columns, console=console, transient=True, disable=not bar_shown) as progress:
         bar = progress.add_task("epochs", total=params.epochs, completed=history.epoch, status="")
         while history.epoch < params.epochs and history.epoch - history.best_epoch < params.patience:
             model.train()
@@ -175,6 +177,9 @@ def fit(
                 save_checkpoint(checkpoint, model, optimizer, history)
             status = f"loss {train_loss:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
             progress.update(bar, completed=history.epoch, status=status)
+            if not bar_shown and time.monotonic() - logged >= PROGRESS_LOG_SECONDS:
+                log.info("epoch %d/%d: %s", history.epoch, params.epochs, status)
+                logged = time.monotonic()
     if history.best_state is not None:
         model.load_state_dict(history.best_state)
     return history
@@ -205,8 +210,8 @@ def run(
 ) -> dict[str, Any]:
     """Train and save the model; more than one process (train.devices × train.nodes, or the
     `devices`/`nodes` given) runs the same training under torchrun and returns rank 0's report."""
-    train = params.train.model_copy(update={"devices": devices or params.train.devices})
-    train = train.model_copy(update={"nodes": nodes or train.nodes})
+    given = {key: value for key, value in (("devices", devices), ("nodes", nodes)) if value}
+    train = params.train.model_copy(update=given)
     params = params.model_copy(update={"train": train})
     if train.devices * train.nodes > 1 and not under_torchrun():
         return train_with_torchrun(params, resume, endpoint)
