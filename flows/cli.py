@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from flows.cache_check import cache_app
 from flows.console import fail
 from flows.contract_cli import contract_app
 from flows.drift_cli import drift
@@ -19,6 +20,7 @@ from flows.schedule_cli import schedule, worker
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(contract_app, name="contract")
 app.add_typer(remote_app, name="remote")
+app.add_typer(cache_app, name="cache")
 app.command()(drift)
 app.command()(predict)
 app.command()(schedule)

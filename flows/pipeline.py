@@ -9,7 +9,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.states import Completed, Failed, State
 
-from flows import stages
+from flows import cache_check, stages
 from tasks.errors import ShipyardError
 
 RETRIED = {"default_data", "ingest", "train", "promote"}  # flaky storage; a killed training process
@@ -55,6 +55,10 @@ def pipeline(resume: bool = False) -> list[dict[str, Any]]:
     """ingest → validate → train → evaluate → export → promote, as in dvc.yaml."""
     stages.check_layout()
     logging.getLogger("shipyard").setLevel(logging.INFO)  # stage loggers, shown through Prefect's handlers
+    try:
+        cache_check.check_cache()  # DVC copies cache objects without re-hashing them: stop on a bad one
+    except ShipyardError as err:
+        return Failed(message=str(err), data={"exit_code": err.exit_code})
     stale = stages.stale_stages()
     results: list[dict[str, Any]] = []
     for name in stages.STAGES:

@@ -109,6 +109,8 @@ def remote_section(url: str, endpoint: str | None, previous: dict[str, Any]) -> 
     section = {"url": url, **kept}
     if endpoint:
         section["endpointurl"] = endpoint
+    if not previous:
+        section["verify"] = "true"  # DVC re-hashes what `dvc pull` downloads
     return section
 
 

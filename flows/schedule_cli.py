@@ -137,8 +137,20 @@ def prefect_errors(api_url: str) -> Iterator[None]:
         fail(f"Prefect API at {api_url} unreachable ({first_line(err)}); is `prefect server start` running?")
     except PrefectHTTPStatusError as err:
         code = err.response.status_code
-        hint = " (check PREFECT_API_AUTH_STRING)" if code in (401, 403) else ""
-        fail(f"Prefect API at {api_url} answered {code}{hint}")
+        if code in (401, 403):
+            fail(f"Prefect API at {api_url} answered {code}: {credentials_problem()}")
+        fail(f"Prefect API at {api_url} answered {code}")
+
+
+def credentials_problem() -> str:
+    """Why the server refused us, without ever echoing the credentials themselves."""
+    from prefect.settings import get_current_settings
+
+    given = get_current_settings().api.auth_string
+    wanted = 'the server\'s PREFECT_SERVER_API_AUTH_STRING ("user:password")'
+    if given is None or not given.get_secret_value():
+        return f"the server requires basic auth; set PREFECT_API_AUTH_STRING to {wanted}"
+    return f"it refused the credentials in PREFECT_API_AUTH_STRING; set it to {wanted}"
 
 
 def first_line(err: Exception) -> str:

@@ -31,6 +31,9 @@ def report_errors(main: Callable[..., None]) -> Callable[..., None]:
         except ShipyardError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            print("interrupted: nothing was recorded for this stage; run it again", file=sys.stderr)
+            sys.exit(130)
 
     return wrapper
 
