@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python -m bench.validation
 	$(BIN)/python -m bench.serve
 	$(BIN)/python -m bench.ddp
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.sweep
 
 # The README's reference results: MNIST-10k and SMS Spam through the pipeline (needs ../shared/datasets).
 reference: install

@@ -10,12 +10,13 @@ from typing import Annotated, Any
 import typer
 
 from flows.cache_check import cache_app
-from flows.console import fail
+from flows.console import exit_code_of, fail
 from flows.contract_cli import contract_app
 from flows.drift_cli import drift
 from flows.predict_cli import predict
 from flows.remote_cli import remote_app
 from flows.schedule_cli import schedule, worker
+from flows.sweep_cli import sweep
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(contract_app, name="contract")
@@ -25,6 +26,7 @@ app.command()(drift)
 app.command()(predict)
 app.command()(schedule)
 app.command()(worker)
+app.command()(sweep)
 
 PARAMS = Path("params.yaml")
 
@@ -118,11 +120,6 @@ def run(
             write_bytes(PARAMS, previous)
         fail(state.message or "the pipeline failed", exit_code_of(state))
     print_summary(config)
-
-
-def exit_code_of(state: Any) -> int:
-    data = state.data if isinstance(state.data, dict) else {}
-    return int(data.get("exit_code", 1))
 
 
 def print_summary(config: Any) -> None:

@@ -67,6 +67,6 @@ def pipeline(resume: bool = False) -> list[dict[str, Any]]:
         recheck = any(not r["skipped"] for r in results)
         state = runner(name, name in stale, recheck, resume=resume, return_state=True)
         if state.is_failed():
-            return Failed(message=state.message, data=state.data)
+            return Failed(message=state.message, data=state.result(raise_on_failure=False))
         results.append(state.result())
     return results

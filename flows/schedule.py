@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
+from flows.console import exit_code_of
 from flows.pipeline import pipeline
 
 FLOW_NAME = "shipyard-scheduled"
@@ -44,8 +45,7 @@ def scheduled_pipeline(overrides: list[str] | None = None) -> State:
     state = pipeline(return_state=True)
     if state.is_failed():
         restore_params(previous)
-        data = state.data if isinstance(state.data, dict) else {}
-        return fail_and_notify(state.message or "the pipeline failed", int(data.get("exit_code", 1)))
+        return fail_and_notify(state.message or "the pipeline failed", exit_code_of(state))
     return summarize(state.result())
 
 

@@ -96,3 +96,12 @@ def test_flow_run_leaves_dvc_up_to_date(trained_project):
     status = dvc(trained_project, "status")
     assert status.returncode == 0
     assert "up to date" in status.stdout, status.stdout
+
+
+def test_a_model_that_is_not_blessed_exits_3_and_keeps_production(trained_project, prefect_server):
+    before = snapshot(trained_project)
+    setting = "evaluate.thresholds.accuracy=1.01"
+    result = shipyard(trained_project, "run", "--set", setting, PREFECT_API_URL=prefect_server)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "not blessed" in result.stderr and "accuracy" in result.stderr
+    assert snapshot(trained_project) == before  # production, model, export and params.yaml as they were
