@@ -53,3 +53,37 @@ def test_image_and_text_families_train_on_cuda_with_bf16(tmp_path, model):
     )
     assert history.epochs[-1]["loss"] < history.epochs[0]["loss"]
     assert history.epochs[-1]["val_accuracy"] > 0.6
+
+
+GPU_METRIC_TOLERANCE = 0.01  # bf16 autocast and cuBLAS are not bit-reproducible: metrics agree to this
+
+
+def test_training_again_on_cuda_reproduces_the_metrics_within_tolerance(fitted_project, fitted_params):
+    """Reproduce from scratch on a GPU: the same seed and data give the same test metrics within tolerance."""
+    from tasks import evaluate, train
+
+    params = fitted_params.model_copy(
+        update={"train": fitted_params.train.model_copy(update={"device": "cuda"})}
+    )
+    runs = []
+    for _ in range(2):
+        assert train.run(params)["device"].startswith("cuda")
+        runs.append(evaluate.run(params)["metrics"])
+    for name in ("accuracy", "f1_macro"):
+        assert runs[0][name] == pytest.approx(runs[1][name], abs=GPU_METRIC_TOLERANCE)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DDP over NCCL needs two GPUs")
+def test_two_gpus_train_with_nccl_like_one(fitted_project, fitted_params):
+    from tasks import evaluate, train
+
+    params = fitted_params.model_copy(
+        update={"train": fitted_params.train.model_copy(update={"device": "cuda"})}
+    )
+    train.run(params)
+    single = evaluate.run(params)["metrics"]
+    report = train.run(params, devices=2)
+    assert report["processes"] == 2 and report["device"].startswith("cuda")
+    both = evaluate.run(params)["metrics"]
+    for name in ("accuracy", "f1_macro"):
+        assert both[name] == pytest.approx(single[name], abs=GPU_METRIC_TOLERANCE)
