@@ -30,11 +30,10 @@ from prefect.states import Completed, Failed, State
 
 from flows import pipeline, stages
 from flows.console import exit_code_of
+from flows.sweep_cli import LOCK, PARAMS
 from tasks.io import read_json, write_bytes, write_json
 
 TARGET = "evaluate"  # candidates stop here: export and promote run only for the one promoted
-PARAMS = Path("params.yaml")
-LOCK = Path("dvc.lock")
 BLESSING = "reports/blessing.json"
 METRICS = "reports/metrics.json"
 NOISE = ("WARNING: No file hash info found",)  # DVC's note for each out of a stage not yet run
